@@ -1,0 +1,69 @@
+"""The `silhouette` command: parses arguments, then hands off to one function per command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from silhouette import __version__
+from silhouette.errors import SilhouetteError
+
+# Each module defines `register(subparsers)`, adding its commands with set_defaults(func=...).
+COMMAND_MODULES = [
+    "silhouette.data.cli",
+    "silhouette.detectors.cli",
+    "silhouette.models.cli",
+    "silhouette.training.cli",
+    "silhouette.evaluation.cli",
+    "silhouette.privacy.cli",
+    "silhouette.deploy.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="silhouette",
+        description=(
+            "Privacy-preserving person detection. A tiny learned obfuscator turns frames into silhouettes "
+            "on the camera; unmodified detectors in the cloud still find every person."
+        ),
+        epilog="Run 'silhouette COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"silhouette {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod_name:
+                continue  # that package ships no commands yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except SilhouetteError as exc:
+        print(f"silhouette {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"silhouette {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

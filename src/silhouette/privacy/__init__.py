@@ -1,0 +1,1 @@
+"""silhouette.privacy."""
