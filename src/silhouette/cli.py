@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "silhouette.evaluation.cli",
     "silhouette.privacy.cli",
     "silhouette.deploy.cli",
+    "silhouette.demo",
 ]
 
 
