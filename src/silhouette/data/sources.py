@@ -1,0 +1,273 @@
+"""Frame sources: video files, GIFs, image folders, single images, webcams and network streams.
+
+Every source is decoded with OpenCV so that frame k is exactly the k-th `cv2.VideoCapture.read()`
+(the convention the golden PETS frames were made with).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from silhouette.errors import SilhouetteError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ts"}
+URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
+# Image folders have no clock; their frames are spaced by this nominal rate unless told otherwise.
+DEFAULT_FOLDER_FPS = 1.0
+DEFAULT_SIZE = (320, 200)  # (W, H): the paper's frame size
+
+
+@dataclass
+class Frame:
+    """One decoded frame: source index, timestamp in seconds, HxWx3 uint8 BGR image."""
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+
+
+def natural_key(name: str) -> list[object]:
+    """Sort key treating digit runs as numbers, so frame2 < frame10."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, naturally sorted."""
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS), key=lambda p: natural_key(p.name))
+
+
+def list_videos(folder: Path) -> list[Path]:
+    """Video/GIF files directly inside `folder`, naturally sorted."""
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS), key=lambda p: natural_key(p.name))
+
+
+def safe_name(text: str) -> str:
+    """A camera/file-name-safe version of `text` (letters, digits, '-', '_', '.')."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return cleaned or "camera"
+
+
+class Source:
+    """An opened frame source; iterate it for `Frame`s (each iteration re-opens it)."""
+
+    kind: str = "source"
+
+    def __init__(self, spec: str, name: str) -> None:
+        self.spec = spec
+        self.name = name  # default camera id
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def count(self) -> int | None:
+        """Number of frames when it is cheap to know, else None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+
+class CaptureSource(Source):
+    """Anything `cv2.VideoCapture` decodes: video files, GIFs, webcams, RTSP/HTTP streams."""
+
+    def __init__(self, spec: str | int, name: str, kind: str) -> None:
+        super().__init__(str(spec), name)
+        self.target = spec
+        self.kind = kind
+
+    def _open(self):  # noqa: ANN202 - cv2.VideoCapture
+        import cv2
+
+        cap = cv2.VideoCapture(self.target)
+        if not cap.isOpened():
+            cap.release()
+            what = {"webcam": "open webcam", "stream": "open stream"}.get(self.kind, "decode video file")
+            raise SilhouetteError(f"{self.spec}: cannot {what} (unsupported or corrupt, or device/URL unreachable)")
+        return cap
+
+    def probe(self) -> None:
+        """Fail now with a clear error if the first frame cannot be decoded."""
+        cap = self._open()
+        try:
+            ok, frame = cap.read()
+        finally:
+            cap.release()
+        if not ok or frame is None:
+            raise SilhouetteError(f"{self.spec}: opened but no frame could be decoded (corrupt or empty file?)")
+
+    def fps(self) -> float | None:
+        """Nominal frame rate reported by the container, if any."""
+        import cv2
+
+        cap = self._open()
+        try:
+            fps = float(cap.get(cv2.CAP_PROP_FPS))
+        finally:
+            cap.release()
+        return fps if fps > 0 and np.isfinite(fps) else None
+
+    def count(self) -> int | None:
+        import cv2
+
+        if self.kind not in ("video",):
+            return None  # live streams have no length
+        cap = self._open()
+        try:
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        finally:
+            cap.release()
+        return n if n > 0 else None
+
+    def __iter__(self) -> Iterator[Frame]:
+        import cv2
+
+        cap = self._open()
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
+        try:
+            index = 0
+            last_ts = -1.0
+            while True:
+                ok, image = cap.read()
+                if not ok or image is None:
+                    break
+                ts = float(cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+                # Live devices often report no position; fall back to the nominal rate, then the wall index.
+                if not np.isfinite(ts) or (ts <= last_ts and index > 0):
+                    ts = index / fps if fps > 0 else float(index)
+                last_ts = ts
+                yield Frame(index, ts, _as_bgr(image, self.spec))
+                index += 1
+        finally:
+            cap.release()
+
+
+class ImageListSource(Source):
+    """A sorted list of still images played as a clip at a nominal frame rate."""
+
+    kind = "images"
+
+    def __init__(self, spec: str, name: str, files: Sequence[Path], fps: float = DEFAULT_FOLDER_FPS) -> None:
+        super().__init__(spec, name)
+        self.files = list(files)
+        self.nominal_fps = fps
+
+    def count(self) -> int | None:
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[Frame]:
+        import cv2
+
+        for index, path in enumerate(self.files):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise SilhouetteError(f"{path}: cannot read as an image (corrupt or unsupported format)")
+            yield Frame(index, index / self.nominal_fps, _as_bgr(image, str(path)))
+
+
+def _as_bgr(image: np.ndarray, spec: str) -> np.ndarray:
+    """Coerce grayscale/BGRA decoder output to HxWx3 uint8 BGR."""
+    import cv2
+
+    if image.dtype != np.uint8:
+        raise SilhouetteError(f"{spec}: decoded frames have dtype {image.dtype}; only 8-bit footage is supported")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def open_source(spec: str | int | Path | Source, folder_fps: float = DEFAULT_FOLDER_FPS) -> Source:
+    """Open a video/GIF/image/folder path, webcam index or stream URL; clear error if unusable."""
+    if isinstance(spec, Source):
+        return spec
+    if isinstance(spec, bool):
+        raise SilhouetteError(f"source {spec!r}: expected a path, webcam index or URL")
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+        index = int(spec)
+        return CaptureSource(index, f"webcam{index}", "webcam")
+    text = str(spec)
+    if URL_RE.match(text):
+        name = safe_name(re.sub(URL_RE, "", text).split("?")[0])
+        return CaptureSource(text, name, "stream")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise SilhouetteError(f"{path}: source not found (expected a video, GIF, image, image folder, webcam index or URL)")
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise SilhouetteError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+        return ImageListSource(str(path), safe_name(path.resolve().name), files, folder_fps)
+    if path.suffix.lower() in IMAGE_EXTS:
+        import cv2
+
+        if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
+            raise SilhouetteError(f"{path}: cannot read as an image (corrupt or unsupported format)")
+        return ImageListSource(str(path), safe_name(path.stem), [path], folder_fps)
+    src = CaptureSource(str(path), safe_name(path.stem), "video")
+    src.probe()
+    return src
+
+
+def sample_frames(frames: Iterator[Frame], every: int = 1, fps: float | None = None) -> Iterator[Frame]:
+    """Keep every `every`-th frame by index, or about `fps` frames per second by timestamp."""
+    check_sampling(every, fps)
+    if fps is None:
+        for frame in frames:
+            if frame.index % every == 0:
+                yield frame
+        return
+    # k-th kept frame is the first one at or after k/fps seconds; computed from k to avoid drift
+    eps = 1e-6
+    next_k = 0
+    for frame in frames:
+        if frame.timestamp + eps >= next_k / fps:
+            yield frame
+            next_k = int(np.floor(frame.timestamp * fps + eps)) + 1
+
+
+def check_sampling(every: int, fps: float | None) -> None:
+    """Validate the --every / --fps pair."""
+    if fps is not None and every != 1:
+        raise SilhouetteError("--every and --fps are exclusive; give one of them")
+    if not isinstance(every, int) or every < 1:
+        raise SilhouetteError(f"--every must be a whole number >= 1, got {every!r}")
+    if fps is not None and not (fps > 0 and np.isfinite(fps)):
+        raise SilhouetteError(f"--fps must be a positive number, got {fps!r}")
+
+
+def iter_frames(source: str | int | Path | Source, every: int = 1, fps: float | None = None) -> Iterator[Frame]:
+    """Decode `source` and yield its frames, optionally subsampled (`every` N frames or `fps` per second)."""
+    return sample_frames(iter(open_source(source)), every=every, fps=fps)
+
+
+def count_frames(source: str | int | Path | Source) -> int | None:
+    """Total frames of a file/folder source from its header (None for live sources or when unknown)."""
+    return open_source(source).count()
+
+
+def resize_frame(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
+    """Resize an HxWx3 BGR frame to (W, H) with INTER_AREA, the dataset recipe."""
+    import cv2
+
+    w, h = size
+    if image.shape[1] == w and image.shape[0] == h:
+        return image
+    return cv2.resize(image, (int(w), int(h)), interpolation=cv2.INTER_AREA)
+
+
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """Parse 'WxH' (e.g. 320x200) into (W, H)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*", str(text))
+    if not m:
+        raise SilhouetteError(f"{option} {text!r}: expected WIDTHxHEIGHT, e.g. 320x200")
+    w, h = int(m.group(1)), int(m.group(2))
+    if not (8 <= w <= 8192 and 8 <= h <= 8192):
+        raise SilhouetteError(f"{option} {text!r}: width and height must be between 8 and 8192 pixels")
+    return w, h
