@@ -1,0 +1,326 @@
+"""Post-hoc reconstruction attack: a fresh U-Net learns obfuscated -> original with the obfuscation frozen.
+
+The training-time deobfuscator only shows that *that* adversary failed. Here an attacker that is
+clearly larger (parameters counted and recorded), trained from scratch with Adam on MSE, gets the
+train split of (obfuscated, original) pairs and is scored on the test split with PSNR and SSIM.
+Every method (ours, clean, each baseline) is attacked with the same recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from silhouette.errors import SilhouetteError
+from silhouette.imaging import check_image
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+class _DoubleConv(nn.Sequential):
+    """(3x3 conv -> BN -> ReLU) twice: the classic U-Net stage."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
+        )
+
+
+class AttackerUNet(nn.Module):
+    """Plain U-Net (Ronneberger et al.): `depth` max-pool stages, bilinear upsampling, skip concatenation, sigmoid."""
+
+    def __init__(self, base_channels: int = 32, depth: int = 3, in_channels: int = 3, out_channels: int = 3) -> None:
+        super().__init__()
+        if base_channels < 1 or depth < 1:
+            raise SilhouetteError(f"attacker U-Net needs base_channels >= 1 and depth >= 1, got {base_channels}, {depth}")
+        self.config = {"base_channels": base_channels, "depth": depth, "in_channels": in_channels, "out_channels": out_channels}
+        chs = [base_channels * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList([_DoubleConv(in_channels, chs[0])] + [_DoubleConv(chs[i], chs[i + 1]) for i in range(depth)])
+        self.up = nn.ModuleList([_DoubleConv(chs[i + 1] + chs[i], chs[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(chs[0], out_channels, 1)
+        self.depth = depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] obfuscated -> [B,3,H,W] reconstruction in [0,1]; any H, W (padded internally)."""
+        h, w = x.shape[-2:]
+        s = 2**self.depth
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            skip = skips.pop()
+            x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1))
+        return torch.sigmoid(self.head(x))[..., :h, :w]
+
+
+@dataclass
+class ReconstructionRecipe:
+    """Everything that defines the attacker's training; stored with every result so runs are comparable."""
+
+    architecture: str = "unet"
+    base_channels: int = 32
+    depth: int = 3
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    crop: tuple[int, int] = (128, 128)  # (H, W) random crops of the train frames
+    crops_per_frame: int = 1  # crops drawn from each train frame per epoch
+    max_train_frames: int | None = None
+    max_test_frames: int | None = None
+    seed: int = 0
+    loss: str = "mse"
+    optimizer: str = "adam"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["crop"] = list(self.crop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ReconstructionRecipe":
+        """Inverse of `to_dict`."""
+        d = dict(d)
+        d["crop"] = tuple(d["crop"])
+        return cls(**d)
+
+    def build(self) -> AttackerUNet:
+        """A fresh, seeded attacker network."""
+        torch.manual_seed(self.seed)
+        return AttackerUNet(self.base_channels, self.depth)
+
+
+QUICK_RECIPE = ReconstructionRecipe(base_channels=16, depth=3, epochs=2, batch_size=4, crop=(96, 96),
+                                    max_train_frames=24, max_test_frames=8)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    # the obfuscated frame leaves the camera as an 8-bit image, so the attacker sees 8-bit data
+    return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def obfuscate_frames(transform: Transform, frames: Iterable[torch.Tensor], batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, obfuscated) as uint8 [N,3,H,W] stacks; the transform runs frozen, in batches, without gradients."""
+    clean: list[torch.Tensor] = []
+    obf: list[torch.Tensor] = []
+    batch: list[torch.Tensor] = []
+
+    def flush() -> None:
+        x = torch.stack(batch)
+        with torch.no_grad():
+            y = transform(x)
+        check_image(y)
+        if y.shape != x.shape:
+            raise SilhouetteError(f"obfuscation changed the frame shape {tuple(x.shape)} -> {tuple(y.shape)}")
+        clean.append(_to_uint8(x))
+        obf.append(_to_uint8(y))
+        batch.clear()
+
+    for f in frames:
+        batch.append(f)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    if not clean:
+        raise SilhouetteError("no frames to attack (empty split?)")
+    return torch.cat(clean), torch.cat(obf)
+
+
+def _checkpoint_state(model: nn.Module, opt: torch.optim.Optimizer, epoch: int, history: list[dict[str, float]],
+                      recipe: ReconstructionRecipe, method: str) -> dict[str, Any]:
+    return {"kind": "silhouette-reconstruction-attacker", "method": method, "recipe": recipe.to_dict(),
+            "epoch": epoch, "history": history, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "rng": torch.get_rng_state()}
+
+
+def save_attacker(path: str | Path, state: dict[str, Any]) -> None:
+    """Write an attacker checkpoint atomically (a crash never leaves a half-written file)."""
+    from silhouette.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_attacker(path: str | Path) -> tuple[AttackerUNet, dict[str, Any]]:
+    """The trained attacker of a checkpoint (eval mode) and the checkpoint's metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise SilhouetteError(f"{path}: attacker checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
+        raise SilhouetteError(f"{path}: unreadable attacker checkpoint ({exc}); delete it to retrain") from exc
+    if not isinstance(state, dict) or state.get("kind") != "silhouette-reconstruction-attacker":
+        raise SilhouetteError(f"{path}: not a reconstruction-attacker checkpoint")
+    model = ReconstructionRecipe.from_dict(state["recipe"]).build()
+    model.load_state_dict(state["model"])
+    return model.eval(), {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
+
+
+def train_attacker(
+    transform: Transform,
+    train_frames: Sequence[torch.Tensor] | torch.Tensor,
+    recipe: ReconstructionRecipe | None = None,
+    checkpoint: str | Path | None = None,
+    method: str = "method",
+    progress: bool = True,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[AttackerUNet, list[dict[str, float]]]:
+    """Train a fresh attacker on (transform(x), x) random crops; resumes from `checkpoint` if it holds the same recipe.
+
+    A checkpoint of the same recipe with fewer epochs is continued (so `epochs` can be raised later).
+
+    Returns the model (eval mode) and the per-epoch history [{epoch, loss, psnr}] (train-crop MSE and its PSNR).
+    `pairs` = precomputed (clean, obfuscated) uint8 stacks, to skip running the transform again.
+    """
+    from tqdm import tqdm
+
+    recipe = recipe or ReconstructionRecipe()
+    frames = list(train_frames)[: recipe.max_train_frames] if recipe.max_train_frames else list(train_frames)
+    clean, obf = pairs if pairs is not None else obfuscate_frames(transform, frames)
+    if recipe.max_train_frames:
+        clean, obf = clean[: recipe.max_train_frames], obf[: recipe.max_train_frames]
+    n, _, H, W = clean.shape
+    ch, cw = min(recipe.crop[0], H), min(recipe.crop[1], W)
+    model = recipe.build()
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    history: list[dict[str, float]] = []
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        # a longer run of the same recipe continues where the stored one stopped
+        same = {k: v for k, v in state.get("recipe", {}).items() if k != "epochs"} == {
+            k: v for k, v in recipe.to_dict().items() if k != "epochs"}
+        if same and state.get("method") == method and int(state["epoch"]) <= recipe.epochs:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            start, history = int(state["epoch"]), list(state["history"])
+            log.info("reconstruction attacker (%s): resuming after epoch %d from %s", method, start, ckpt)
+        else:
+            log.warning("%s: holds another recipe or method; training a fresh attacker and overwriting it", ckpt)
+    gen = torch.Generator().manual_seed(recipe.seed + 1000 * start)
+    steps_per_epoch = max(1, math.ceil(n * recipe.crops_per_frame / recipe.batch_size))
+    bar = tqdm(total=(recipe.epochs - start) * steps_per_epoch, desc=f"reconstruction attacker [{method}]",
+               disable=not progress, unit="step", leave=False)
+    for epoch in range(start, recipe.epochs):
+        model.train()
+        order = torch.randperm(n * recipe.crops_per_frame, generator=gen) % n
+        total, count = 0.0, 0
+        for s in range(steps_per_epoch):
+            idx = order[s * recipe.batch_size : (s + 1) * recipe.batch_size]
+            if len(idx) == 0:
+                continue
+            ys = torch.randint(0, H - ch + 1, (len(idx),), generator=gen)
+            xs = torch.randint(0, W - cw + 1, (len(idx),), generator=gen)
+            x = torch.stack([obf[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in zip(idx, ys, xs)]).float() / 255
+            t = torch.stack([clean[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in zip(idx, ys, xs)]).float() / 255
+            loss = F.mse_loss(model(x), t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, mse=f"{float(loss.detach()):.4f}")
+        mse = total / max(count, 1)
+        history.append({"epoch": epoch + 1, "loss": mse, "psnr": 10 * math.log10(1 / max(mse, 1e-12))})
+        if ckpt is not None:
+            save_attacker(ckpt, _checkpoint_state(model, opt, epoch + 1, history, recipe, method))
+    bar.close()
+    return model.eval(), history
+
+
+def reconstruct(model: nn.Module, obfuscated: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+    """Attacker output for a [N,3,H,W] batch (float [0,1] or uint8), in float [0,1]."""
+    if obfuscated.dtype == torch.uint8:
+        obfuscated = obfuscated.float() / 255
+    check_image(obfuscated)
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(obfuscated), batch_size):
+            out.append(model(obfuscated[i : i + batch_size]))
+    return torch.cat(out)
+
+
+def evaluate_attacker(
+    model: nn.Module,
+    transform: Transform,
+    test_frames: Sequence[torch.Tensor] | torch.Tensor,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Mean PSNR/SSIM (and MSE, NMI) of reconstructions and of the obfuscated frames themselves vs the originals.
+
+    Returns (metrics, reconstructions [N,3,H,W] float).
+    """
+    from silhouette.evaluation.metrics import similarity
+
+    clean, obf = pairs if pairs is not None else obfuscate_frames(transform, list(test_frames))
+    rec = reconstruct(model, obf)
+    clean_f, obf_f = clean.float() / 255, obf.float() / 255
+    rows_rec = [similarity(c, r) for c, r in zip(clean_f, rec)]
+    rows_obf = [similarity(c, o) for c, o in zip(clean_f, obf_f)]
+
+    def mean(rows: list[dict[str, float]], key: str) -> float:
+        vals = np.array([r[key] for r in rows], dtype=float)
+        vals = vals[np.isfinite(vals)]  # PSNR is inf on an exact copy
+        return float(vals.mean()) if len(vals) else float("inf")
+
+    metrics = {f"{k}": mean(rows_rec, k) for k in ("psnr", "ssim", "mse", "nmi")}
+    metrics.update({f"obfuscated_{k}": mean(rows_obf, k) for k in ("psnr", "ssim", "mse", "nmi")})
+    metrics["n_frames"] = len(rows_rec)
+    return metrics, rec
+
+
+def run_reconstruction_attack(
+    transform: Transform,
+    train_frames: Sequence[torch.Tensor],
+    test_frames: Sequence[torch.Tensor],
+    recipe: ReconstructionRecipe | None = None,
+    checkpoint: str | Path | None = None,
+    method: str = "method",
+    progress: bool = True,
+    reference_params: int | None = None,
+) -> tuple[dict[str, Any], AttackerUNet]:
+    """Train (or resume) the attacker on train frames and score it on test frames; the result records the recipe."""
+    recipe = recipe or ReconstructionRecipe()
+    test = list(test_frames)[: recipe.max_test_frames] if recipe.max_test_frames else list(test_frames)
+    model, history = train_attacker(transform, train_frames, recipe, checkpoint, method, progress)
+    metrics, _ = evaluate_attacker(model, transform, test)
+    params = count_params(model)
+    result: dict[str, Any] = {
+        "method": method,
+        "recipe": recipe.to_dict(),
+        "attacker_params": params,
+        "deobfuscator_params": reference_params,
+        "train_frames": min(len(train_frames), recipe.max_train_frames or len(train_frames)),
+        "test": metrics,
+        "history": history,
+    }
+    if reference_params is not None and params <= reference_params:
+        log.warning("attacker (%d params) is not larger than the deobfuscator (%d params)", params, reference_params)
+    return result, model

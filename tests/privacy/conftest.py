@@ -1,0 +1,60 @@
+"""Shared fixtures: a few real frames of the shared footage, read by path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from silhouette.paths import data_dir
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    # the CI machine has 2 cores shared with other jobs
+    torch.set_num_threads(1)
+
+
+def _read_frames(path: Path, indices: list[int], size: tuple[int, int] | None) -> list[torch.Tensor]:
+    import cv2
+
+    from silhouette.data.sources import iter_frames
+    from silhouette.imaging import bgr_to_tensor
+
+    wanted = set(indices)
+    out = {}
+    for fr in iter_frames(str(path)):
+        if fr.index in wanted:
+            img = fr.image if size is None else cv2.resize(fr.image, size, interpolation=cv2.INTER_AREA)
+            out[fr.index] = bgr_to_tensor(img)
+        if fr.index >= max(indices):
+            break
+    return [out[i] for i in indices]
+
+
+@pytest.fixture(scope="session")
+def pets_video() -> Path:
+    path = data_dir() / "pets2009" / "vtest.avi"
+    if not path.is_file():
+        pytest.fail(f"shared footage missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_gif() -> Path:
+    path = data_dir() / "intel" / "face-demographics-walking.gif"
+    if not path.is_file():
+        pytest.fail(f"shared footage missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pets_small(pets_video: Path) -> list[torch.Tensor]:
+    """Eight PETS frames at 160x120."""
+    return _read_frames(pets_video, list(range(0, 80, 10)), (160, 120))
+
+
+@pytest.fixture(scope="session")
+def read_frames():  # noqa: ANN201
+    return _read_frames
