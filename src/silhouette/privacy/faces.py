@@ -1,0 +1,221 @@
+"""Face-exposure attack: can an off-the-shelf face detector still find the faces after obfuscation?
+
+Reference = faces a detector finds on the clean frame. A reference face counts as *found again* on
+an obfuscated (or reconstructed) version of that frame when some detection there overlaps it with
+IoU >= 0.3 (loose, because boxes of a degraded face drift; the same rule for every method).
+Run on the Intel clips with visible faces at their native 480x270 resolution (faces ~20-30 px there;
+at the 320x200 training size they fall below what the detectors reliably see).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from silhouette.errors import SilhouetteError
+from silhouette.registry import Registry
+
+FACE_CLIPS = ("face-demographics-walking.gif", "head-pose-face-detection-female-and-male.gif")
+DEFAULT_IOU = 0.3
+HAAR_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
+# Debian/Ubuntu's opencv-data package ships the same cascade files here.
+_CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
+
+
+class FaceDetector(Protocol):
+    """Anything that returns face boxes [N,4] xyxy (pixels) for one 3xHxW float RGB image."""
+
+    name: str
+
+    def detect(self, image: torch.Tensor) -> np.ndarray: ...
+
+
+FACE_DETECTORS: Registry[FaceDetector] = Registry("face detector")
+
+
+def _cascade_path(name: str) -> Path:
+    import cv2
+
+    dirs = [getattr(getattr(cv2, "data", None), "haarcascades", ""), *_CASCADE_DIRS]
+    for d in dirs:
+        if d and (Path(d) / name).is_file():
+            return Path(d) / name
+    raise SilhouetteError(
+        f"Haar cascade {name} not found in {', '.join(d for d in dirs if d)}; OpenCV 5 wheels no longer ship them: "
+        "install opencv-python-headless<5 (or Debian's opencv-data), or use the mtcnn face detector"
+    )
+
+
+@FACE_DETECTORS.register("haar")
+class HaarFaceDetector:
+    """OpenCV Viola-Jones cascades (frontal default + alt2); a face is reported if either cascade fires."""
+
+    name = "haar"
+
+    def __init__(self, cascades: Sequence[str] = HAAR_CASCADES, scale_factor: float = 1.1, min_neighbors: int = 4,
+                 min_size: int = 12) -> None:
+        import cv2
+
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise SilhouetteError(
+                f"this OpenCV build ({cv2.__version__}) has no CascadeClassifier (Haar cascades left OpenCV's main "
+                "modules in 5.0): install opencv-python-headless<5, or use the mtcnn face detector"
+            )
+        self.cascades = []
+        for name in cascades:
+            c = cv2.CascadeClassifier(str(_cascade_path(name)))
+            if c.empty():
+                raise SilhouetteError(f"Haar cascade {name}: could not be loaded")
+            self.cascades.append(c)
+        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+
+    def detect(self, image: torch.Tensor) -> np.ndarray:
+        """Union of both cascades' boxes (duplicates are harmless: matching asks for any overlap)."""
+        import cv2
+
+        from silhouette.imaging import tensor_to_bgr
+
+        gray = cv2.equalizeHist(cv2.cvtColor(tensor_to_bgr(image), cv2.COLOR_BGR2GRAY))
+        boxes = []
+        for c in self.cascades:
+            found = c.detectMultiScale(gray, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size))
+            for x, y, w, h in np.asarray(found).reshape(-1, 4):
+                boxes.append([x, y, x + w, y + h])
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+
+@FACE_DETECTORS.register("mtcnn")
+class MTCNNFaceDetector:
+    """MTCNN (Zhang et al.) from facenet-pytorch, with the P/R/O-net weights its wheel ships."""
+
+    name = "mtcnn"
+
+    def __init__(self, min_prob: float = 0.9, min_face_size: int = 12) -> None:
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as exc:
+            raise SilhouetteError(
+                f"the mtcnn face detector needs facenet-pytorch ({exc}); install it without its old torch pins: "
+                "`pip install --no-deps facenet-pytorch requests`, or use the haar face detector"
+            ) from exc
+        self.model = MTCNN(keep_all=True, min_face_size=min_face_size, device="cpu")
+        self.min_prob = min_prob
+
+    def detect(self, image: torch.Tensor) -> np.ndarray:
+        """Face boxes with MTCNN probability >= min_prob."""
+        arr = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        with torch.no_grad():
+            boxes, probs = self.model.detect(np.ascontiguousarray(arr))
+        if boxes is None:
+            return np.zeros((0, 4), dtype=np.float32)
+        keep = np.asarray(probs, dtype=float) >= self.min_prob
+        return np.asarray(boxes, dtype=np.float32)[keep].reshape(-1, 4)
+
+
+def available_face_detectors() -> dict[str, str]:
+    """name -> '' if usable here, else the reason it is not."""
+    out: dict[str, str] = {}
+    for name in FACE_DETECTORS.names():
+        try:
+            FACE_DETECTORS.create(name)
+            out[name] = ""
+        except SilhouetteError as exc:
+            out[name] = str(exc)
+    return out
+
+
+def build_face_detector(name: str) -> FaceDetector:
+    """A registered face detector ('haar' or 'mtcnn'); a clear error if it cannot run here."""
+    return FACE_DETECTORS.create(name)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix [len(a), len(b)] of xyxy boxes."""
+    from torchvision.ops import box_iou as tv_box_iou
+
+    a_t = torch.as_tensor(np.asarray(a, dtype=np.float32).reshape(-1, 4))
+    b_t = torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4))
+    return tv_box_iou(a_t, b_t).numpy()
+
+
+def refound(reference: Sequence[np.ndarray], found: Sequence[np.ndarray], iou: float = DEFAULT_IOU) -> dict[str, float]:
+    """How many reference faces (per frame) have a detection with IoU >= `iou` on the matching frame."""
+    if len(reference) != len(found):
+        raise ValueError(f"{len(reference)} reference frames but {len(found)} attacked frames")
+    total = hits = 0
+    for ref, det in zip(reference, found):
+        ref = np.asarray(ref).reshape(-1, 4)
+        total += len(ref)
+        if len(ref) and len(det):
+            hits += int((box_iou(ref, det) >= iou).any(axis=1).sum())
+    return {"reference_faces": total, "found_again": hits, "fraction": hits / total if total else math.nan}
+
+
+def detect_all(detector: FaceDetector, frames: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Face boxes of every frame."""
+    return [detector.detect(f) for f in frames]
+
+
+def face_exposure(
+    detector: FaceDetector,
+    clean: Sequence[torch.Tensor],
+    variants: Mapping[str, Sequence[torch.Tensor]],
+    iou: float = DEFAULT_IOU,
+) -> dict[str, object]:
+    """Fraction of clean-frame faces found again in each variant (e.g. 'obfuscated', 'reconstructed')."""
+    reference = detect_all(detector, clean)
+    out: dict[str, object] = {"detector": detector.name, "iou_threshold": iou, "frames": len(clean),
+                              "reference_faces": int(sum(len(r) for r in reference))}
+    for name, frames in variants.items():
+        out[name] = refound(reference, detect_all(detector, frames), iou)
+    return out
+
+
+def load_face_clips(clips: Sequence[str] = FACE_CLIPS, every: int = 1, size: tuple[int, int] | None = None,
+                    folder: Path | None = None) -> dict[str, list[torch.Tensor]]:
+    """Frames of the Intel face clips as float RGB tensors, at native size unless `size` (W, H) is given."""
+    import cv2
+
+    from silhouette.data.sources import iter_frames
+    from silhouette.imaging import bgr_to_tensor
+    from silhouette.paths import data_dir
+
+    folder = folder or data_dir() / "intel"
+    out: dict[str, list[torch.Tensor]] = {}
+    for clip in clips:
+        path = folder / clip
+        if not path.is_file():
+            raise SilhouetteError(f"{path}: face clip not found (needed by the face attack)")
+        frames = []
+        for fr in iter_frames(str(path), every=every):
+            img = fr.image if size is None else cv2.resize(fr.image, size, interpolation=cv2.INTER_AREA)
+            frames.append(bgr_to_tensor(img))
+        out[clip] = frames
+    return out
+
+
+def run_face_attack(
+    detectors: Sequence[FaceDetector],
+    clips: Mapping[str, Sequence[torch.Tensor]],
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    reconstructor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    iou: float = DEFAULT_IOU,
+) -> dict[str, object]:
+    """Per detector: fraction of clean faces found again on obfuscated and (if given) reconstructed frames, all clips pooled."""
+    clean = [f for frames in clips.values() for f in frames]
+    with torch.no_grad():
+        obf = [transform(f.unsqueeze(0)).clamp(0, 1)[0] for f in clean]
+        # quantise like a transmitted frame, so the attack sees what the cloud sees
+        obf = [torch.round(o * 255) / 255 for o in obf]
+        variants: dict[str, list[torch.Tensor]] = {"obfuscated": obf}
+        if reconstructor is not None:
+            variants["reconstructed"] = [reconstructor(o.unsqueeze(0))[0] for o in obf]
+    res: dict[str, object] = {"clips": list(clips), "resolution": "x".join(map(str, clean[0].shape[:0:-1])),
+                              "iou_threshold": iou}
+    for det in detectors:
+        res[det.name] = face_exposure(det, clean, variants, iou)
+    return res
