@@ -175,7 +175,7 @@ def evaluate_obfuscator(
     obfuscator_or_transform: nn.Module | Transform | None,
     dataset_root: str | Path,
     split: str | None = "test",
-    detectors: Sequence[str | Detector] = ("fastestdet",),
+    detectors: Sequence[str | Detector] | Mapping[str, str | Detector] = ("fastestdet",),
     *,
     cameras: Sequence[str] | None = None,
     max_frames: int | None = None,
@@ -198,7 +198,10 @@ def evaluate_obfuscator(
     sel = FrameSelection(Path(dataset_root), split, list(cameras) if cameras else None, max_frames, stride)
     ds, idx = open_frames(sel)
     transform = as_transform(obfuscator_or_transform)
-    dets = {(d if isinstance(d, str) else getattr(d, "name", type(d).__name__)): make_detector(d) for d in detectors}
+    if isinstance(detectors, Mapping):
+        dets = {str(k): make_detector(d) for k, d in detectors.items()}
+    else:
+        dets = {(d if isinstance(d, str) else getattr(d, "name", type(d).__name__)): make_detector(d) for d in detectors}
     if not dets:
         raise SilhouetteError("no detectors to evaluate with")
     acc = {name: _Acc() for name in dets}

@@ -1,0 +1,166 @@
+"""`silhouette evaluate` and `silhouette reproduce`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from silhouette.errors import SilhouetteError
+
+DEFAULT_REPRODUCE_CONFIG = "configs/reproduce_cpu.yaml"
+SECTION_NAMES = "generalisation, cross_detector, baselines, cost, width_sweep, examples"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the evaluation commands."""
+    p = sub.add_parser(
+        "evaluate",
+        help="person AP / count error / similarity of an obfuscator on a prepared dataset",
+        description=(
+            "Run each detector on clean and obfuscated frames. Relative AP: obfuscated-frame detections vs the "
+            "detector's own detections on the clean frames (the paper's protocol); absolute AP vs human ground "
+            "truth where the dataset has it. Prints a table and writes evaluation.json to --out."
+        ),
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", metavar="CKPT", help="obfuscator checkpoint (default: the shipped default obfuscator)")
+    src.add_argument("--baseline", metavar="METHOD:PARAM",
+                     help="evaluate a classic obfuscation instead, e.g. blur:2.0, noise:0.05, quantize:8, pixelate:4")
+    src.add_argument("--clean", action="store_true", help="evaluate the unmodified frames (sanity check: relative AP 100%%)")
+    p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder (from `silhouette prepare`)")
+    p.add_argument("--split", default="test", help="split to evaluate on: train, val, test or 'all' (default: test)")
+    p.add_argument("--cameras", metavar="A,B", help="only these cameras (comma-separated)")
+    p.add_argument("--detectors", metavar="A,B",
+                   help="comma-separated detector specs, or 'all' (default: the checkpoint's training detector, "
+                        "else every zoo detector whose weights are present)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="evaluate on at most N evenly spaced frames")
+    p.add_argument("--stride", type=int, default=1, metavar="K", help="use every K-th frame (default: 1)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="frames per batch (default: 8)")
+    p.add_argument("--label-threshold", type=float, metavar="T",
+                   help="score threshold of the clean-frame pseudo-labels (default: each detector's operating threshold)")
+    p.add_argument("--out", metavar="DIR", help="write evaluation.json into this folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=evaluate_command)
+
+    r = sub.add_parser(
+        "reproduce",
+        help="regenerate the paper's tables and figures into a report folder",
+        description=(
+            "Evaluate the checkpoints named in a YAML config and write REPORT.md (every table, with the command "
+            "line and software versions), metrics.json and PNG figures into --out. Sections whose inputs are "
+            "missing say 'not run: <reason>'."
+        ),
+    )
+    r.add_argument("--out", required=True, metavar="DIR", help="report folder, e.g. reports/cpu (replaced atomically)")
+    r.add_argument("--config", default=DEFAULT_REPRODUCE_CONFIG, metavar="YAML",
+                   help=f"reproduction config (default: {DEFAULT_REPRODUCE_CONFIG})")
+    r.add_argument("--quick", action="store_true", help="same code on a few frames per test set (smoke test)")
+    r.add_argument("--only", metavar="A,B", help=f"only these sections: {SECTION_NAMES}")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.set_defaults(func=reproduce_command)
+
+
+def _quiet_coco_logs() -> None:
+    """faster_coco_eval logs a full COCO summary at INFO for every AP computed; keep the console readable."""
+    import logging
+
+    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed when run through the console script, else an equivalent one rebuilt from `args`."""
+    import shlex
+    import sys
+
+    if "reproduce" in sys.argv[1:]:
+        return shlex.join(["silhouette", *sys.argv[1:]])
+    parts = ["silhouette", "reproduce", "--out", args.out, "--config", args.config]
+    parts += ["--quick"] if args.quick else []
+    parts += ["--only", args.only] if args.only else []
+    return shlex.join(parts)
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Handler of `silhouette evaluate`."""
+    import torch
+
+    from silhouette.evaluation.runner import available_detectors, evaluate_obfuscator, format_evaluation, jsonable
+    from silhouette.fileio import write_json
+
+    _quiet_coco_logs()
+    if args.max_frames is not None and args.max_frames < 1:
+        raise SilhouetteError(f"--max-frames {args.max_frames}: must be >= 1")
+    if args.batch_size < 1:
+        raise SilhouetteError(f"--batch-size {args.batch_size}: must be >= 1")
+    data = Path(args.data)
+    if not data.is_dir():
+        raise SilhouetteError(f"--data {data}: folder not found; prepare it with `silhouette prepare DATASET --out {data}`")
+    trained_on = None
+    what: str
+    if args.clean:
+        transform, what = None, "clean frames"
+    elif args.baseline:
+        from silhouette.evaluation.baselines import get_baseline
+
+        method, _, param = args.baseline.partition(":")
+        base = get_baseline(method.strip())
+        try:
+            value = float(param)
+        except ValueError as exc:
+            raise SilhouetteError(f"--baseline {args.baseline!r}: expected METHOD:NUMBER, e.g. blur:2.0") from exc
+        transform = lambda x: base.apply(x, value)  # noqa: E731
+        what = f"baseline {base.name} ({base.describe(value)})"
+    else:
+        from silhouette.models.checkpoint import DEFAULT_CHECKPOINT, build_from_entry, read_checkpoint
+
+        path = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+        if not args.checkpoint and not path.is_file():
+            raise SilhouetteError(f"no --checkpoint given and the default obfuscator {path} is not installed")
+        ckpt = read_checkpoint(path)
+        transform = build_from_entry(ckpt["obfuscator"], path).eval()
+        det_cfg = (ckpt.get("config") or {}).get("detector")
+        trained_on = det_cfg.get("spec") if isinstance(det_cfg, dict) else None
+        what = f"checkpoint {path}"
+    dets = _csv(args.detectors)
+    if dets == ["all"]:
+        dets = available_detectors()[0]
+    elif dets is None:
+        if trained_on:
+            dets = [trained_on]
+        else:
+            from silhouette.detectors.onnx_zoo import ZOO
+
+            dets = [d for d in available_detectors(include_torchvision=False)[0] if d in ZOO]
+    torch.set_grad_enabled(False)
+    split = None if args.split == "all" else args.split
+    res = evaluate_obfuscator(
+        transform, data, split, dets, cameras=_csv(args.cameras), max_frames=args.max_frames, stride=args.stride,
+        batch_size=args.batch_size, label_threshold=args.label_threshold, progress=not args.no_progress,
+    )
+    res["obfuscation"] = what
+    print(f"{what}")
+    print(format_evaluation(res))
+    if args.out:
+        out = Path(args.out) / "evaluation.json"
+        write_json(out, jsonable(res))
+        print(f"wrote {out}")
+    return 0
+
+
+def reproduce_command(args: argparse.Namespace) -> int:
+    """Handler of `silhouette reproduce`."""
+    from silhouette.evaluation.reproduce import reproduce
+    from silhouette.paths import REPO_ROOT
+
+    _quiet_coco_logs()
+    config = Path(args.config)
+    if not config.is_file() and args.config == DEFAULT_REPRODUCE_CONFIG and (REPO_ROOT / config).is_file():
+        config = REPO_ROOT / config  # run from outside the checkout
+    out = reproduce(args.out, config, quick=args.quick, only=_csv(args.only), progress=not args.no_progress,
+                    command=_command_line(args))
+    print(f"wrote {out / 'REPORT.md'}, {out / 'metrics.json'} and figures")
+    return 0
