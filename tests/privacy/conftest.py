@@ -58,3 +58,26 @@ def pets_small(pets_video: Path) -> list[torch.Tensor]:
 @pytest.fixture(scope="session")
 def read_frames():  # noqa: ANN201
     return _read_frames
+
+
+@pytest.fixture(scope="session")
+def pets_items(pets_video: Path) -> list[dict]:
+    """Every 3rd PETS frame of 0-400 at 320x200 with rescaled GT boxes and identity ids (FrameDataset-style items)."""
+    import cv2
+
+    from silhouette.data.pets import PETS_SIZE, parse_pets_xml, scale_boxes
+    from silhouette.data.sources import iter_frames
+    from silhouette.imaging import bgr_to_tensor
+
+    ann = parse_pets_xml(pets_video.parent / "PETS2009-S2L1.xml")
+    items = []
+    for fr in iter_frames(str(pets_video)):
+        if fr.index > 400:
+            break
+        if fr.index % 3:
+            continue
+        boxes, ids = scale_boxes(*ann.get(fr.index, ([], [])), PETS_SIZE, (320, 200))
+        items.append({"image": bgr_to_tensor(cv2.resize(fr.image, (320, 200), interpolation=cv2.INTER_AREA)),
+                      "gt_boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                      "gt_ids": torch.tensor(ids, dtype=torch.long), "frame_index": fr.index})
+    return items
