@@ -1,0 +1,174 @@
+"""Privacy scorecard: one row per method (ours, clean, each baseline setting), utility beside attack success.
+
+Writes `scorecard.md` (table for humans), `scorecard.json` (full results) and `tradeoff.png`
+(person AP50 against attack success, one line per method family across its settings), atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from silhouette.errors import SilhouetteError
+
+# (key in the flat row, column header, format); higher attack numbers = more private information leaks
+COLUMNS: list[tuple[str, str, str]] = [
+    ("ap50", "person AP50 ↑", "{:.3f}"),
+    ("count_mae", "count MAE ↓", "{:.2f}"),
+    ("obf_ssim", "SSIM obf↔orig", "{:.3f}"),
+    ("rec_psnr", "recon PSNR (dB)", "{:.2f}"),
+    ("rec_ssim", "recon SSIM", "{:.3f}"),
+    ("face_obf", "faces found (obf)", "{:.2f}"),
+    ("face_rec", "faces found (recon)", "{:.2f}"),
+    ("reid_obf", "re-ID R1 clean-trained (obf)", "{:.3f}"),
+    ("reid_rec", "re-ID R1 clean-trained (recon)", "{:.3f}"),
+    ("reid_adaptive", "re-ID R1 adaptive", "{:.3f}"),
+    ("reid_adaptive_map", "re-ID mAP adaptive", "{:.3f}"),
+    ("reid_chance", "re-ID R1 chance", "{:.3f}"),
+]
+ATTACK_AXES = {
+    "reid_adaptive": "re-ID rank-1, adaptive attacker",
+    "rec_ssim": "reconstruction SSIM (post-hoc attacker)",
+    "face_rec": "faces found again on reconstructions",
+}
+
+
+def _get(d: Any, *keys: str) -> float | None:
+    for k in keys:
+        if not isinstance(d, Mapping) or k not in d:
+            return None
+        d = d[k]
+    return float(d) if isinstance(d, (int, float)) and d is not None else None
+
+
+def _face(faces: Mapping[str, Any] | None, variant: str) -> float | None:
+    # pooled over detectors: the attacker uses whichever detector finds more
+    if not faces:
+        return None
+    vals = [_get(v, variant, "fraction") for k, v in faces.items() if isinstance(v, Mapping) and variant in v]
+    vals = [v for v in vals if v is not None and not math.isnan(v)]
+    return max(vals) if vals else None
+
+
+def flatten(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One method's nested results -> the flat scorecard row (None where an attack was not run)."""
+    rec, faces, reid, util = row.get("reconstruction"), row.get("faces"), row.get("reid"), row.get("utility") or {}
+    return {
+        "method": row["method"],
+        "family": row.get("family", str(row["method"]).split(":")[0]),
+        "setting": row.get("setting"),
+        "ap50": _get(util, "ap50"),
+        "count_mae": _get(util, "count_mae"),
+        "obf_ssim": _get(rec, "test", "obfuscated_ssim"),
+        "rec_psnr": _get(rec, "test", "psnr"),
+        "rec_ssim": _get(rec, "test", "ssim"),
+        "face_obf": _face(faces, "obfuscated"),
+        "face_rec": _face(faces, "reconstructed"),
+        "reid_obf": _get(reid, "clean_trained", "obfuscated_query", "rank1"),
+        "reid_rec": _get(reid, "clean_trained", "reconstructed_query", "rank1"),
+        "reid_adaptive": _get(reid, "adaptive", "obfuscated", "rank1"),
+        "reid_adaptive_map": _get(reid, "adaptive", "obfuscated", "map"),
+        "reid_chance": _get(reid, "adaptive", "obfuscated", "chance_rank1"),
+        "reid_clean_reference": _get(reid, "clean_trained", "clean_query", "rank1"),
+    }
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return fmt.format(value)
+
+
+def to_markdown(flat: Sequence[Mapping[str, Any]], notes: Sequence[str] = ()) -> str:
+    """The scorecard as a GitHub markdown table (columns with no value anywhere are left out)."""
+    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in flat)]
+    lines = ["# Privacy scorecard", "", "| method | " + " | ".join(h for _, h, _ in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for r in flat:
+        name = r["method"] + (f" ({r['setting']})" if r.get("setting") else "")
+        lines.append(f"| {name} | " + " | ".join(_cell(r.get(k), f) for k, _, f in cols) + " |")
+    refs = [r.get("reid_clean_reference") for r in flat if r.get("reid_clean_reference") is not None]
+    lines += ["", "Reference levels: clean frames leak everything (see the `clean` row); "
+              f"re-ID chance = 1 / number of gallery identities"
+              + (f"; clean-trained attacker on clean queries: rank-1 {refs[0]:.3f}" if refs else "") + "."]
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: Sequence[str] = tuple(ATTACK_AXES)) -> None:
+    """Person AP50 (y) against attack success (x), one panel per attack, one line per method family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from silhouette.fileio import atomic_path
+
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False)
+    families = sorted({r["family"] for r in flat})
+    for ax, key in zip(axes[0], attacks):
+        drawn = False
+        for fam in families:
+            pts = sorted((r[key], r["ap50"], r["method"]) for r in flat
+                         if r["family"] == fam and r.get(key) is not None and r.get("ap50") is not None)
+            if not pts:
+                continue
+            xs, ys, names = zip(*pts)
+            ax.plot(xs, ys, marker="*" if fam == "ours" else "o", markersize=12 if fam == "ours" else 6, label=fam)
+            for x, y, n in zip(xs, ys, names):
+                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            drawn = True
+        ax.set_xlabel(ATTACK_AXES.get(key, key) + "  (← more private)")
+        ax.set_ylabel("person AP50  (↑ more useful)")
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no rows with both utility and this attack", ha="center", va="center", transform=ax.transAxes)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Utility vs. privacy: best is top-left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def write_scorecard(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None,
+                    notes: Sequence[str] = ()) -> dict[str, Path]:
+    """Write scorecard.md, scorecard.json and tradeoff.png into `out_dir`; returns their paths."""
+    from silhouette.fileio import atomic_open, write_json
+
+    if not rows:
+        raise SilhouetteError("scorecard: no methods were attacked, nothing to write")
+    out = Path(out_dir)
+    flat = [flatten(r) for r in rows]
+    paths = {"json": out / "scorecard.json", "markdown": out / "scorecard.md", "plot": out / "tradeoff.png"}
+    write_json(paths["json"], {"meta": dict(meta or {}), "rows": flat, "results": list(rows)})
+    with atomic_open(paths["markdown"], "w", encoding="utf-8") as fh:
+        fh.write(to_markdown(flat, notes))
+    plot_tradeoff(flat, paths["plot"])
+    return paths
+
+
+def load_utility(path: str | Path) -> dict[str, dict[str, float]]:
+    """Utility per method from an evaluation JSON: {method: {ap50, count_mae}} or a list/`rows` of {method, ap50, count_mae}."""
+    from silhouette.fileio import read_json
+
+    data = read_json(path)
+    rows = data.get("rows", data.get("methods", data)) if isinstance(data, dict) else data
+    out: dict[str, dict[str, float]] = {}
+    if isinstance(rows, dict):
+        items = rows.items()
+    elif isinstance(rows, list):
+        items = ((r.get("method"), r) for r in rows if isinstance(r, dict))
+    else:
+        raise SilhouetteError(f"{path}: expected {{method: {{ap50, count_mae}}}} or a list of rows with 'method'")
+    for name, r in items:
+        if not isinstance(r, dict) or name is None:
+            continue
+        ap = r.get("ap50", _get(r, "utility", "ap50"))
+        mae = r.get("count_mae", _get(r, "count", "mae"))
+        out[str(name)] = {"ap50": None if ap is None else float(ap), "count_mae": None if mae is None else float(mae)}
+    if not out:
+        raise SilhouetteError(f"{path}: no per-method utility found (want 'method', 'ap50', 'count_mae' per row)")
+    return out

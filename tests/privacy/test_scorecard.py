@@ -1,0 +1,62 @@
+"""The scorecard writes its markdown, JSON and plot atomically, with utility beside each attack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from silhouette.errors import SilhouetteError
+from silhouette.privacy.scorecard import flatten, load_utility, write_scorecard
+
+
+def _row(method: str, ap50: float | None, ssim: float, rank1: float) -> dict:
+    reid_r = {"rank1": rank1, "map": rank1 / 2, "chance_rank1": 0.125, "chance_map": 0.2}
+    return {
+        "method": method,
+        "utility": None if ap50 is None else {"ap50": ap50, "count_mae": 0.5},
+        "reconstruction": {"test": {"psnr": 20.0, "ssim": ssim, "obfuscated_ssim": ssim / 2}},
+        "faces": {"haar": {"obfuscated": {"fraction": 0.25}, "reconstructed": {"fraction": 0.5}},
+                  "mtcnn": {"obfuscated": {"fraction": 0.75}, "reconstructed": {"fraction": float("nan")}}},
+        "reid": {"clean_trained": {"clean_query": {"rank1": 0.9}, "obfuscated_query": reid_r},
+                 "adaptive": {"obfuscated": reid_r}},
+    }
+
+
+def test_flatten_picks_the_strongest_face_detector() -> None:
+    flat = flatten(_row("blur:2", 0.8, 0.9, 0.6))
+    assert flat["family"] == "blur" and flat["face_obf"] == 0.75 and flat["face_rec"] == 0.5
+    assert flat["reid_adaptive"] == 0.6 and flat["reid_chance"] == 0.125 and flat["reid_rec"] is None
+
+
+def test_scorecard_writes_three_files(tmp_path: Path) -> None:
+    import cv2
+
+    rows = [_row("ours", 0.9, 0.3, 0.2), _row("clean", 1.0, 1.0, 0.9), _row("blur:2", 0.85, 0.8, 0.7),
+            _row("blur:4", 0.7, 0.6, 0.5), _row("noise:0.1", None, 0.5, 0.4)]
+    paths = write_scorecard(tmp_path / "card", rows, meta={"data": "x"}, notes=["quick run"])
+    data = json.loads(paths["json"].read_text())
+    assert [r["method"] for r in data["rows"]] == ["ours", "clean", "blur:2", "blur:4", "noise:0.1"]
+    md = paths["markdown"].read_text()
+    assert "| ours |" in md and "person AP50" in md and "re-ID R1 chance" in md and "quick run" in md
+    assert "| noise:0.1 | – |" in md  # no utility given for that row
+    img = cv2.imread(str(paths["plot"]))
+    assert img is not None and img.shape[0] > 100
+    assert sorted(p.name for p in (tmp_path / "card").iterdir()) == ["scorecard.json", "scorecard.md", "tradeoff.png"]
+
+
+def test_empty_scorecard_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SilhouetteError, match="no methods"):
+        write_scorecard(tmp_path, [])
+
+
+def test_load_utility_formats(tmp_path: Path) -> None:
+    p = tmp_path / "u.json"
+    p.write_text(json.dumps({"rows": [{"method": "ours", "ap50": 0.9, "count_mae": 0.3}]}))
+    assert load_utility(p) == {"ours": {"ap50": 0.9, "count_mae": 0.3}}
+    p.write_text(json.dumps({"blur:2": {"ap50": 0.8}}))
+    assert load_utility(p)["blur:2"]["ap50"] == 0.8
+    p.write_text("[1, 2]")
+    with pytest.raises(SilhouetteError, match="no per-method utility"):
+        load_utility(p)
