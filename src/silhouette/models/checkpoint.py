@@ -1,0 +1,103 @@
+"""Checkpoint format: weights + model spec + training state, written atomically."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from silhouette.errors import SilhouetteError
+from silhouette.fileio import atomic_path
+from silhouette.paths import ASSETS_DIR
+
+FORMAT = "silhouette-checkpoint/1"
+DEFAULT_CHECKPOINT = ASSETS_DIR / "obfuscator_default.pt"
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    obfuscator: nn.Module,
+    obfuscator_spec: dict[str, Any],
+    deobfuscator: nn.Module | None = None,
+    deobfuscator_spec: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    metrics: dict[str, Any] | None = None,
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically; `*_spec` = {"name": registry name, "kwargs": {...}} to rebuild the model."""
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "obfuscator": {"spec": obfuscator_spec, "state_dict": _cpu_state(obfuscator)},
+        "config": config or {},
+        "epoch": epoch,
+        "step": step,
+        "metrics": metrics or {},
+        "input": {"range": [0.0, 1.0], "layout": "NCHW", "channels": "RGB"},
+    }
+    if deobfuscator is not None:
+        ckpt["deobfuscator"] = {"spec": deobfuscator_spec or {}, "state_dict": _cpu_state(deobfuscator)}
+    if training_state is not None:
+        ckpt["training_state"] = training_state
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    model = getattr(model, "module", model)  # unwrap DDP
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict, with a clear error for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SilhouetteError(f"checkpoint {path}: file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise SilhouetteError(f"checkpoint {path}: cannot be read, the file is corrupt or not a checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise SilhouetteError(f"checkpoint {path}: not a silhouette checkpoint (expected format {FORMAT!r})")
+    return ckpt
+
+
+def build_from_entry(entry: dict[str, Any], path: str | Path = "<checkpoint>") -> nn.Module:
+    """Rebuild a model from a checkpoint entry {"spec": ..., "state_dict": ...}."""
+    from silhouette.models.autoencoder import build_model
+
+    spec = entry.get("spec") or {}
+    model = build_model(spec.get("name", "autoencoder"), **spec.get("kwargs", {}))
+    try:
+        model.load_state_dict(entry["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise SilhouetteError(f"checkpoint {path}: weights do not match model {spec.get('name')!r} ({exc})") from exc
+    return model
+
+
+def load_obfuscator(path: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """The obfuscator of a checkpoint in eval mode; None = the shipped default."""
+    if path is None:
+        path = DEFAULT_CHECKPOINT
+        if not path.is_file():
+            raise SilhouetteError(
+                f"the default obfuscator checkpoint {path} is not installed; pass --checkpoint PATH to a trained one"
+            )
+    model = build_from_entry(read_checkpoint(path)["obfuscator"], path)
+    return model.to(device).eval()
+
+
+def load_deobfuscator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The training-time deobfuscator of a checkpoint, in eval mode."""
+    ckpt = read_checkpoint(path)
+    if "deobfuscator" not in ckpt:
+        raise SilhouetteError(f"checkpoint {path}: holds no deobfuscator (it was saved for deployment only)")
+    return build_from_entry(ckpt["deobfuscator"], path).to(device).eval()
