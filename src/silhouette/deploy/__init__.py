@@ -1,1 +1,1 @@
-"""silhouette.deploy."""
+"""silhouette.deploy: the edge-to-cloud split (obfuscate on the camera, detect in the cloud)."""
