@@ -178,6 +178,13 @@ def test_prepare_idempotent_force_and_option_change(tmp_path: Path) -> None:
     assert m2["frames"] == m1["frames"]
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
 
+    # an interrupted run (no manifest yet, some frames missing) resumes: only the missing frames are written
+    (out / "manifest.json").unlink()
+    for p in sorted(mtimes)[:3]:
+        p.unlink()
+    prepare_dataset("video", out, sources=[str(gif)], image_format="jpg", progress=False)
+    assert load_manifest(out)["stats"] == {"written": 3, "skipped": n - 3, "frames": n}
+
     with pytest.raises(SilhouetteError, match=r"size.*--force"):
         prepare_dataset("video", out, size=(160, 100), sources=[str(gif)], image_format="jpg", progress=False)
     assert load_manifest(out)["size"] == [320, 200]  # refused run changed nothing

@@ -107,6 +107,13 @@ def test_source_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SilhouetteError, match="no images"):
         open_source(tmp_path / "empty")
+    # live sources open lazily; an unreachable stream or absent webcam fails with one clear error
+    assert open_source("rtsp://127.0.0.1:9/cam").kind == "stream"
+    with pytest.raises(SilhouetteError, match="cannot open stream"):
+        list(iter_frames("http://127.0.0.1:9/clip.mp4"))
+    assert open_source(99).kind == "webcam" and open_source("99").name == "webcam99"
+    with pytest.raises(SilhouetteError, match="cannot open webcam"):
+        list(iter_frames(99))
     with pytest.raises(SilhouetteError, match="exclusive"):
         list(iter_frames(VTEST, every=2, fps=1.0))
 
