@@ -1,0 +1,41 @@
+"""Shared fixtures: the shared asset folder (footage, weights) and the three PETS test frames of the weights zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from silhouette.errors import SilhouetteError
+
+PETS_FRAMES = ("f0000", "f0400", "f0794")
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The shared read-only folder; missing shared assets FAIL the test (never skip), with the fix in the message."""
+    from silhouette.paths import shared_dir
+
+    try:
+        path = shared_dir()
+    except SilhouetteError as exc:
+        pytest.fail(f"shared assets are required by this test: {exc}", pytrace=False)
+    for sub in ("weights", "data"):
+        if not (path / sub).is_dir():
+            pytest.fail(f"shared folder {path} has no {sub}/; set SILHOUETTE_SHARED to the complete shared folder", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pets_frames(shared: Path) -> dict[str, torch.Tensor]:
+    """The three 320x200 PETS frames of weights/testdata as float RGB [3, 200, 320], keyed 'pets_f0000' etc."""
+    from silhouette.imaging import read_image
+
+    frames = {}
+    for f in PETS_FRAMES:
+        path = shared / "weights" / "testdata" / f"pets2009_s2l1_v1_{f}_320x200.png"
+        if not path.is_file():
+            pytest.fail(f"test frame {path} is missing from the shared weights folder", pytrace=False)
+        frames[f"pets_{f}"] = read_image(path)
+    return frames
