@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -39,6 +39,12 @@ def make_checkpoint(path: Path, obfuscator: str = "obf_paper", detector: str = "
                   "deobfuscator_spec": {"name": "deobf_small", "kwargs": {}}}
     return save_checkpoint(path, obfuscator=obf, obfuscator_spec={"name": obfuscator, "kwargs": {}},
                            config={"detector": {"spec": detector, "score_threshold": 0.5}}, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_factory() -> Callable[..., Path]:
+    """`make_checkpoint` for tests that need more than the default checkpoint."""
+    return make_checkpoint
 
 
 @pytest.fixture(scope="session")
