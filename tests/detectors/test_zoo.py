@@ -180,13 +180,15 @@ def test_candidates_agree_with_predict(name: str, zoo: dict[str, OnnxZooDetector
     batch = images["pets_f0794"][None]
     with torch.no_grad():
         cand = det.candidates(batch)
-    for i, dets in enumerate(det.predict(batch)):
+    for i, (dets, dets_t) in enumerate(zip(det.predict(batch), det.predict_torch(batch))):
         keep = nms(cand.boxes[i], cand.person_scores[i], det.nms_iou)
         top_box, top_score = cand.boxes[i, keep[0]], cand.person_scores[i, keep[0]]
-        assert len(dets) > 0
+        assert len(dets) > 0 and len(dets_t) > 0
         # torch bilinear on floats vs cv2 on uint8: README's "another resize" tolerance.
         assert abs(top_score.item() - dets.scores[0].item()) < 0.02, f"{name} frame {i}"
         assert box_iou(top_box[None], dets.boxes[:1]).item() > 0.9, f"{name} frame {i}"
+        assert abs(dets_t.scores[0].item() - dets.scores[0].item()) < 0.02, f"{name} frame {i}"
+        assert box_iou(dets_t.boxes[:1], dets.boxes[:1]).item() > 0.9, f"{name} frame {i}"
         assert (cand.boxes[i, :, 0::2] <= 320).all() and (cand.boxes[i, :, 1::2] <= 200).all()
 
 

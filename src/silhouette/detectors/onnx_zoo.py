@@ -145,7 +145,7 @@ def select_detections(
     boxes_in, scores = boxes_in[keep], scores[keep]
     order = nms(boxes_in.float(), scores.float(), nms_iou)
     boxes = geom.to_frame(boxes_in[order], width, height)
-    return Detections(boxes.float(), scores[order].float(), torch.full((len(order),), PERSON, dtype=torch.int64))
+    return Detections(boxes.float(), scores[order].float(), torch.full((len(order),), PERSON, dtype=torch.int64, device=boxes.device))
 
 
 # Process-wide caches: converted models and sessions are read-only, so detector instances can share them.
@@ -293,6 +293,21 @@ class OnnxZooDetector(Detector):
         with torch.no_grad():
             outs = [torch.from_numpy(o) for o in self.forward_ort(batch)]
             boxes, scores = self.spec.decode(outs, self.spec.preproc.size, 0.0)
+            dets = [
+                select_detections(boxes[i], scores[i], geom, w, h, self.conf_threshold, self.nms_iou)
+                for i in range(len(boxes))
+            ]
+        return [Detections(d.boxes.to(images.device), d.scores.to(images.device), d.labels.to(images.device)) for d in dets]
+
+    def predict_torch(self, images: torch.Tensor) -> list[Detections]:
+        """Like `predict`, but through the onnx2torch path on `device` (torch resize: close to, not equal to, golden)."""
+        check_image(images)
+        if images.shape[0] == 0:
+            return []
+        _, _, h, w = images.shape
+        with torch.no_grad():
+            inp, geom = preprocess_torch(images.to(self.device, torch.float32), self.spec.preproc)
+            boxes, scores = self.spec.decode(self.forward_torch(inp), self.spec.preproc.size, 0.0)
             dets = [
                 select_detections(boxes[i], scores[i], geom, w, h, self.conf_threshold, self.nms_iou)
                 for i in range(len(boxes))
