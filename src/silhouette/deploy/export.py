@@ -39,6 +39,8 @@ def export_onnx(model, out: str | os.PathLike[str], opset: int = OPSET) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             # the tracer warns about the model's shape-dependent padding branch; the traced graph keeps it dynamic
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # dynamo=False on purpose: the TorchScript exporter needs no onnxscript and keeps H/W dynamic here
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 model, (x,), str(tmp), dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

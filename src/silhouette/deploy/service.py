@@ -103,7 +103,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
         raise ImageError(422, f"image has an empty size {w}x{h}")
     try:
         img.load()
-        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        rgb = np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
     except Exception as exc:  # truncated or corrupt pixel data
         raise ImageError(422, f"the {img.format} image is truncated or corrupt and cannot be decoded ({exc})") from None
     return rgb
@@ -570,4 +570,54 @@ def serve(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, workers
     uvicorn.run("silhouette.deploy.service:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level)
 
 
-__all__ = ["ServiceConfig", "create_app", "app_from_env", "app_from_config", "serve", "decode_image", "load_api_key", "RollingCounts"]
+class ServerThread:
+    """A uvicorn server for `app` in a background thread on 127.0.0.1 (tests, benchmarks); stop/start keep the port."""
+
+    def __init__(self, app: FastAPI, port: int = 0, host: str = "127.0.0.1") -> None:
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise SilhouetteError(f"ServerThread binds loopback only, not {host}")
+        self.app = app
+        self.host = host
+        self.port = port
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "ServerThread":
+        """Bind (same port on restart) and serve until stop(); waits until the server accepts connections."""
+        import socket
+
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True, name="silhouette-serve")
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise SilhouetteError(f"test server on {self.url} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the server down (open connections are closed) and wait for the thread."""
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout)
+        self.server = self.thread = None
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["ServiceConfig", "create_app", "app_from_env", "app_from_config", "serve", "decode_image", "load_api_key", "RollingCounts", "ServerThread"]

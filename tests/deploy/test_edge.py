@@ -1,0 +1,172 @@
+"""Edge client -> real loopback service: counts, what leaves the camera, and surviving a server restart."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+API_KEY = "test-key-0123456789"  # the key the `server` fixture (conftest.py) was started with
+
+
+@pytest.fixture(scope="module")
+def edge_obf(checkpoint: Path):
+    from silhouette.deploy.pipeline import EdgeObfuscator, load_runner
+
+    return EdgeObfuscator(load_runner(checkpoint, "onnx"), (320, 200))
+
+
+def _persons(detector, bgr: np.ndarray) -> int:
+    from silhouette.imaging import bgr_to_tensor
+
+    return len(detector.predict(bgr_to_tensor(bgr).unsqueeze(0))[0].persons())
+
+
+class Capture:
+    """ASGI wrapper recording every request (path, query, headers, full body) that reaches the service."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+        self.requests: list[dict] = []
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = {"path": scope["path"], "query": scope.get("query_string", b""), "headers": list(scope["headers"]), "body": b""}
+        self.requests.append(record)
+
+        async def recv():  # noqa: ANN202
+            msg = await receive()
+            if msg["type"] == "http.request":
+                record["body"] += msg.get("body", b"")
+            return msg
+
+        await self.app(scope, recv, send)
+
+
+def test_edge_end_to_end_counts_match_local_detection(server, detector, edge_obf, testdata_bgr, camera_frames) -> None:
+    from silhouette.deploy.edge import EdgeClient, run_edge
+
+    frames = testdata_bgr + camera_frames
+    client = EdgeClient(server.url, API_KEY, "cam-e2e", timeout=30, max_retries=1, backoff=0.01)
+    try:
+        stats = run_edge(list(enumerate(frames)), edge_obf, client, "jpg", 90, (320, 200))
+    finally:
+        client.close()
+    local = [_persons(detector, edge_obf(f)) for f in frames]
+    assert stats.failed == 0 and stats.sent == len(frames)
+    assert len(stats.people) == len(local)
+    assert all(abs(a - b) <= 1 for a, b in zip(stats.people, local)), (stats.people, local)
+    s = stats.summary()
+    # bandwidth accounting: the full-resolution originals cost more on the wire than the 320x200 obfuscated frames
+    assert 0 < s["bytes_per_frame_sent"] < s["bytes_per_frame_original"]
+    assert s["bytes_per_frame_original_at_model_size"] > 0
+
+
+def test_only_obfuscated_frames_leave_the_camera(detector, edge_obf, camera_frames) -> None:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from silhouette.deploy.edge import EdgeClient, run_edge
+    from silhouette.deploy.pipeline import resize_bgr
+    from silhouette.deploy.service import ServerThread, create_app
+
+    cap = Capture(create_app("yolox_nano", API_KEY, detector=detector))
+    with ServerThread(cap) as srv:
+        client = EdgeClient(srv.url, API_KEY, "cam-priv", timeout=30, max_retries=0)
+        try:
+            stats = run_edge(list(enumerate(camera_frames)), edge_obf, client, "jpg", 90, (320, 200))
+        finally:
+            client.close()
+    assert stats.sent == len(camera_frames)
+    posts = [r for r in cap.requests if r["path"].startswith("/v1/")]
+    assert len(posts) == len(camera_frames)
+    originals_jpeg = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in camera_frames]
+    for req, orig in zip(posts, camera_frames):
+        body = req["body"]
+        assert all(o not in body for o in originals_jpeg)
+        sent = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+        assert sent is not None and sent.shape == (200, 320, 3)  # never the 768x576 camera frame
+        small = resize_bgr(orig, (320, 200))
+        expected = edge_obf(orig)
+        # equal to the obfuscator's output up to JPEG q90 loss ...
+        ssim_obf = structural_similarity(expected, sent, channel_axis=-1, data_range=255)
+        assert peak_signal_noise_ratio(expected, sent, data_range=255) > 30 and ssim_obf > 0.85
+        # ... and far from the original frame
+        ssim_orig = structural_similarity(small, sent, channel_axis=-1, data_range=255)
+        assert peak_signal_noise_ratio(small, sent, data_range=255) < 15
+        assert ssim_orig < 0.5 and ssim_obf - ssim_orig > 0.4
+        # nothing else in the request carries pixels
+        assert len(req["query"]) < 100 and sum(len(v) for _, v in req["headers"]) < 1000
+
+
+def test_server_killed_midstream_client_retries_and_recovers(detector, edge_obf, testdata_bgr) -> None:
+    from silhouette.deploy.edge import EdgeClient, run_edge
+    from silhouette.deploy.service import ServerThread, create_app
+
+    srv = ServerThread(create_app("yolox_nano", API_KEY, detector=detector)).start()
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        time.sleep(s)
+
+    def chaos(index: int, result, stats) -> None:  # noqa: ANN001
+        if index == 1:
+            srv.stop()  # the cloud goes away mid-stream ...
+        elif index == 3:
+            srv.start()  # ... and comes back on the same port
+
+    client = EdgeClient(srv.url, API_KEY, "cam-k", timeout=10, max_retries=2, backoff=0.02, max_backoff=0.03, sleep=sleep)
+    try:
+        stats = run_edge([(i, testdata_bgr[i % 3]) for i in range(6)], edge_obf, client, "jpg", 90, (320, 200), on_result=chaos)
+    finally:
+        client.close()
+        srv.stop()
+    assert stats.frames == 6
+    assert stats.failed_frames == [2, 3] and stats.failed == 2 and stats.sent == 4
+    # two retries per lost frame with exponential backoff capped at max_backoff
+    assert sleeps[:4] == [0.02, 0.03, 0.02, 0.03]
+    assert stats.retries >= 4 and stats.summary()["failed"] == 2
+
+
+def test_edge_cli_prints_counts_and_bandwidth(server, checkpoint, shared, tmp_path, capsys) -> None:
+    from silhouette.cli import main
+
+    key = tmp_path / "key"
+    key.write_text(API_KEY + "\n")
+    report = tmp_path / "edge.json"
+    rc = main([
+        "edge", "--source", str(shared / "weights" / "testdata"), "--server", server.url, "--api-key-file", str(key),
+        "--checkpoint", str(checkpoint), "--camera-id", "cli-cam", "--quality", "80", "--report", str(report),
+    ])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("person(s)") == 3 and "summary: 3 frames, 3 delivered, 0 failed" in out and "KiB/frame sent" in out
+    data = json.loads(report.read_text())
+    assert data["sent"] == 3 and data["quality"] == 80 and data["bytes_per_frame_sent"] > 0
+
+
+def test_edge_cli_wrong_key_is_one_line_exit_2(server, checkpoint, shared, tmp_path, capsys) -> None:
+    from silhouette.cli import main
+
+    key = tmp_path / "key"
+    key.write_text("wrong\n")
+    rc = main(["edge", "--source", str(shared / "weights" / "testdata"), "--server", server.url, "--api-key-file", str(key),
+               "--checkpoint", str(checkpoint), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "API key" in err[0]
+
+
+def test_backoff_is_bounded() -> None:
+    from silhouette.deploy.edge import EdgeClient
+
+    c = EdgeClient("http://127.0.0.1:9", max_retries=10, backoff=0.5, max_backoff=3.0)
+    try:
+        assert [c.delay(i) for i in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    finally:
+        c.close()
