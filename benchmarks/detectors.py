@@ -1,0 +1,185 @@
+"""Per-frame CPU latency of the ONNX zoo on 1 thread: onnxruntime vs the onnx2torch path, forward and end to end.
+
+Run: .venv/bin/python benchmarks/detectors.py   (writes benchmarks/results/detectors.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "detectors.json"
+
+
+def _cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _exe() -> str:
+    """The interpreter as typed from the checkout (relative when inside it)."""
+    rel = os.path.relpath(sys.executable)
+    return sys.executable if rel.startswith("..") else rel
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import numpy
+    import onnx
+    import onnx2torch
+    import onnxruntime
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+        "onnx2torch": version("onnx2torch"),
+        "opencv": cv2.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _time(fn: Callable[[], object], warmup: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of `repeats` calls after `warmup` untimed ones.
+
+    CPU time is kept too because the benchmark machine may be shared: with one thread it tracks wall time on an
+    idle machine and is far less inflated by other processes.
+    """
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Benchmark every zoo detector and write the JSON results."""
+    from silhouette.detectors.onnx_zoo import DETECTORS, zoo_names
+    from silhouette.fileio import write_json
+    from silhouette.imaging import read_image
+    from silhouette.paths import weights_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=zoo_names(), choices=zoo_names(), help="zoo detectors to time")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8], help="batch sizes")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before each measurement")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    frames = [read_image(p) for p in sorted((weights_dir() / "testdata").glob("pets2009_*_320x200.png"))]
+    if not frames:
+        raise SystemExit(f"no PETS test frames in {weights_dir() / 'testdata'}")
+    load_before = os.getloadavg()
+    rows = []
+    for name in args.models:
+        det = DETECTORS.create(name, num_threads=1)
+        det.session()
+        det.torch_model()
+        for b in args.batches:
+            images = torch.stack([frames[i % len(frames)] for i in range(b)])
+            batch_np, _ = det.preprocess_exact(images)
+            batch_t = torch.from_numpy(batch_np)
+            cases: dict[tuple[str, str], Callable[[], object]] = {
+                ("onnxruntime", "forward"): lambda: det.forward_ort(batch_np),
+                ("onnx2torch", "forward"): lambda: det.forward_torch(batch_t),
+                ("onnxruntime", "predict"): lambda: det.predict(images),
+                ("onnx2torch", "predict"): lambda: det.predict_torch(images),
+            }
+            for (path, stage), fn in cases.items():
+                with torch.no_grad():
+                    secs, cpu_secs = _time(fn, args.warmup, args.repeats)
+                per_frame = [s / b * 1000 for s in secs]
+                row = {
+                    "model": name,
+                    "input": det.info().input_size,
+                    "batch": b,
+                    "path": path,
+                    "stage": stage,
+                    "median_ms_per_frame": round(statistics.median(per_frame), 2),
+                    "min_ms_per_frame": round(min(per_frame), 2),
+                    "median_cpu_ms_per_frame": round(statistics.median(cpu_secs) / b * 1000, 2),
+                    "repeats": args.repeats,
+                }
+                rows.append(row)
+                print(
+                    f"{name:18s} B={b:<2d} {path:11s} {stage:8s} {row['median_ms_per_frame']:8.2f} ms/frame "
+                    f"(cpu {row['median_cpu_ms_per_frame']:.2f})",
+                    flush=True,
+                )
+
+    table = _markdown(rows, args.models, args.batches)
+    print()
+    print(table)
+    write_json(
+        args.out,
+        {
+            "command": shlex.join([_exe(), *sys.argv]),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": {
+                "platform": platform.platform(),
+                "cpu": _cpu_model(),
+                "cpu_count": os.cpu_count(),
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            },
+            "versions": _versions(),
+            "settings": {
+                "torch_threads": 1,
+                "ort_intra_op_threads": 1,
+                "ort_inter_op_threads": 1,
+                "frames": "weights/testdata PETS 320x200, cycled to fill the batch",
+                "warmup": args.warmup,
+                "repeats": args.repeats,
+                "timing": "median wall ms per frame (table); median process-CPU ms per frame also stored",
+                "forward": "network only, on the already preprocessed batch",
+                "predict": "end to end: preprocessing + network + decode + NMS (onnx2torch: predict_torch)",
+            },
+            "results": rows,
+            "table_markdown": table,
+        },
+    )
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def _markdown(rows: list[dict], models: list[str], batches: list[int]) -> str:
+    """One line per model and batch: median ms/frame for ORT/torch forward and predict."""
+    get = {(r["model"], r["batch"], r["path"], r["stage"]): r["median_ms_per_frame"] for r in rows}
+    lines = [
+        "| model | input | batch | ORT forward | onnx2torch forward | ORT predict | onnx2torch predict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    inputs = {r["model"]: r["input"] for r in rows}
+    for m in models:
+        for b in batches:
+            vals = [get[(m, b, p, s)] for s in ("forward", "predict") for p in ("onnxruntime", "onnx2torch")]
+            lines.append(f"| {m} | {inputs[m]} | {b} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
