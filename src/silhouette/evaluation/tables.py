@@ -428,7 +428,8 @@ def cost_table(
     why = _missing(checkpoint)
     if why:
         obf = build_obfuscator()
-        sec.notes.append(f"obfuscator: {why}; counted the default architecture (obf_paper), which has the same cost")
+        sec.notes.append(f"obfuscator: {why}; counted the untrained default architecture obf_paper instead "
+                         "(cost depends on the architecture only)")
         label = "Obfuscator (obf_paper)"
     else:
         obf = ctx.checkpoint(checkpoint).obfuscator  # type: ignore[arg-type]
