@@ -181,7 +181,7 @@ def load_attacker(path: str | Path) -> tuple[AttackerUNet, dict[str, Any]]:
 
 def train_attacker(
     transform: Transform,
-    train_frames: Sequence[torch.Tensor] | torch.Tensor,
+    train_frames: Iterable[torch.Tensor],
     recipe: ReconstructionRecipe | None = None,
     checkpoint: str | Path | None = None,
     method: str = "method",
@@ -197,9 +197,12 @@ def train_attacker(
     """
     from tqdm import tqdm
 
+    from itertools import islice
+
     recipe = recipe or ReconstructionRecipe()
-    frames = list(train_frames)[: recipe.max_train_frames] if recipe.max_train_frames else list(train_frames)
-    clean, obf = pairs if pairs is not None else obfuscate_frames(transform, frames)
+    if pairs is None:
+        pairs = obfuscate_frames(transform, islice(train_frames, recipe.max_train_frames))
+    clean, obf = pairs
     if recipe.max_train_frames:
         clean, obf = clean[: recipe.max_train_frames], obf[: recipe.max_train_frames]
     n, _, H, W = clean.shape
@@ -298,8 +301,8 @@ def evaluate_attacker(
 
 def run_reconstruction_attack(
     transform: Transform,
-    train_frames: Sequence[torch.Tensor],
-    test_frames: Sequence[torch.Tensor],
+    train_frames: Iterable[torch.Tensor],
+    test_frames: Iterable[torch.Tensor],
     recipe: ReconstructionRecipe | None = None,
     checkpoint: str | Path | None = None,
     method: str = "method",
@@ -307,9 +310,12 @@ def run_reconstruction_attack(
     reference_params: int | None = None,
 ) -> tuple[dict[str, Any], AttackerUNet]:
     """Train (or resume) the attacker on train frames and score it on test frames; the result records the recipe."""
+    from itertools import islice
+
     recipe = recipe or ReconstructionRecipe()
-    test = list(test_frames)[: recipe.max_test_frames] if recipe.max_test_frames else list(test_frames)
-    model, history = train_attacker(transform, train_frames, recipe, checkpoint, method, progress)
+    test = list(islice(test_frames, recipe.max_test_frames))
+    train_pairs = obfuscate_frames(transform, islice(train_frames, recipe.max_train_frames))
+    model, history = train_attacker(transform, [], recipe, checkpoint, method, progress, pairs=train_pairs)
     metrics, _ = evaluate_attacker(model, transform, test)
     params = count_params(model)
     result: dict[str, Any] = {
@@ -317,7 +323,7 @@ def run_reconstruction_attack(
         "recipe": recipe.to_dict(),
         "attacker_params": params,
         "deobfuscator_params": reference_params,
-        "train_frames": min(len(train_frames), recipe.max_train_frames or len(train_frames)),
+        "train_frames": len(train_pairs[0]),
         "test": metrics,
         "history": history,
     }

@@ -172,3 +172,18 @@ def load_utility(path: str | Path) -> dict[str, dict[str, float]]:
     if not out:
         raise SilhouetteError(f"{path}: no per-method utility found (want 'method', 'ap50', 'count_mae' per row)")
     return out
+
+
+def utility_from_evaluation(path: str | Path, detector: str | None = None) -> dict[str, float | None]:
+    """AP50 (relative to clean-frame pseudo-labels) and count MAE of one `silhouette evaluate` evaluation.json."""
+    from silhouette.fileio import read_json
+
+    data = read_json(path)
+    dets = data.get("detectors") if isinstance(data, dict) else None
+    if not isinstance(dets, dict) or not dets:
+        raise SilhouetteError(f"{path}: not an evaluation.json of `silhouette evaluate` (no 'detectors')")
+    name = detector or next(iter(dets))
+    if name not in dets:
+        raise SilhouetteError(f"{path}: no detector {name!r}; it has {', '.join(dets)}")
+    row = dets[name]
+    return {"ap50": _get(row, "relative", "ap50"), "count_mae": _get(row, "count", "obf_vs_clean", "mae")}
