@@ -1,0 +1,84 @@
+"""ONNX export: checker, dynamic batch/H/W parity with torch, cache, static int8 with a quality report."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+
+def test_fp32_export_is_valid_dynamic_and_matches_torch(obf_model, onnx_path: Path) -> None:
+    from silhouette.deploy.export import parity
+
+    proto = onnx.load(str(onnx_path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    dims = [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] and dims[2] and dims[3]  # batch, height and width are symbolic
+    diffs = parity(obf_model, onnx_path, sizes=[(200, 320), (240, 416), (77, 101)], batch=2)
+    assert set(diffs) == {"320x200", "416x240", "101x77"}
+    assert max(diffs.values()) < 1e-4, diffs
+
+
+def test_onnx_cache_is_keyed_by_checkpoint_content(obf_model, checkpoint: Path, onnx_path: Path, tmp_path: Path) -> None:
+    import torch
+
+    from silhouette.deploy.pipeline import cached_onnx
+    from silhouette.models import save_checkpoint
+
+    before = onnx_path.stat().st_mtime_ns
+    assert cached_onnx(checkpoint) == onnx_path and onnx_path.stat().st_mtime_ns == before  # reused, not re-exported
+    other = obf_model.__class__(**obf_model.config)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    ck2 = save_checkpoint(tmp_path / "other.pt", obfuscator=other, obfuscator_spec={"name": "autoencoder", "kwargs": obf_model.config})
+    assert cached_onnx(ck2) != onnx_path
+    # an .onnx file given as the checkpoint is used as is
+    assert cached_onnx(onnx_path) == onnx_path
+
+
+def test_onnx_and_torch_runners_agree_on_real_frames(checkpoint: Path, testdata_bgr) -> None:
+    from silhouette.deploy.pipeline import EdgeObfuscator, load_runner
+
+    a = EdgeObfuscator(load_runner(checkpoint, "onnx"))
+    b = EdgeObfuscator(load_runner(checkpoint, "torch"))
+    for f in testdata_bgr:
+        diff = np.abs(a(f).astype(int) - b(f).astype(int))
+        assert diff.max() <= 1  # rounding of float outputs to uint8 may differ by one level
+
+
+@pytest.mark.slow
+def test_export_cli_with_int8_reports_parity_and_ap(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from silhouette.cli import main
+    from silhouette.deploy.pipeline import OnnxRunner, bgr_batch
+
+    out = tmp_path / "model.onnx"
+    rc = main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--int8", "--calib-frames", "6", "--eval-frames", "4"])
+    text = capsys.readouterr().out
+    assert rc == 0 and out.is_file() and (tmp_path / "model.int8.onnx").is_file()
+    fp32 = [float(v) for v in re.findall(r"\d+x\d+: ([0-9.e+-]+)", text.split("fp32 parity")[1].splitlines()[0])]
+    assert len(fp32) == 2 and max(fp32) < 1e-4
+    m = re.search(r"person AP50 (\S+) against detections on torch-obfuscated frames \((\d+) vs (\d+) persons\), mean abs pixel diff (\S+)", text)
+    assert m, text
+    ap, diff = float(m.group(1)), float(m.group(4))
+    assert math.isnan(ap) or 0.0 <= ap <= 1.0  # NaN only when torch-obfuscated frames hold no person at all
+    assert diff < 0.05
+    q = onnx.load(str(tmp_path / "model.int8.onnx"))
+    assert any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in q.graph.node)
+    # the int8 model keeps dynamic sizes
+    y = OnnxRunner(tmp_path / "model.int8.onnx")(bgr_batch([np.zeros((120, 160, 3), np.uint8)] * 2))
+    assert y.shape == (2, 3, 120, 160)
+
+
+def test_export_cli_errors(tmp_path: Path, capsys) -> None:
+    from silhouette.cli import main
+
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.pt" in err[0]
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.txt")]) == 2
