@@ -78,13 +78,10 @@ class MobileAutoencoder(nn.Module):
         """Map [B,C,H,W] to [B,out,H,W] in [0,1]; sizes not divisible by the total stride are padded then cropped."""
         h, w = x.shape[-2:]
         s = self.total_stride
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        # unconditional pad/crop (zero-width when divisible) keeps a traced ONNX graph valid at every size
+        x = F.pad(x, (0, (-w) % s, 0, (-h) % s), mode="replicate")
         y = self.head(self.decoder(self.encoder(self.stem(x))))
-        if ph or pw:
-            y = y[..., :h, :w]
-        return torch.sigmoid(y)
+        return torch.sigmoid(y[..., :h, :w])
 
 
 MODELS: Registry[MobileAutoencoder] = Registry("model")
