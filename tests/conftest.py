@@ -23,7 +23,8 @@ def shared() -> Path:
         pytest.fail(f"shared assets are required by this test: {exc}", pytrace=False)
     for sub in ("weights", "data"):
         if not (path / sub).is_dir():
-            pytest.fail(f"shared folder {path} has no {sub}/; set SILHOUETTE_SHARED to the complete shared folder", pytrace=False)
+            msg = f"shared folder {path} has no {sub}/; set SILHOUETTE_SHARED to the complete shared folder"
+            pytest.fail(msg, pytrace=False)
     return path
 
 

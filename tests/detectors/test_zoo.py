@@ -212,15 +212,24 @@ def test_corrupt_onnx_names_file(tmp_path: Path) -> None:
         assert str(bad) in str(exc.value)
 
 
-def test_weights_of_another_detector_are_refused(shared: Path) -> None:
-    det = DETECTORS.create("nanodet_m", weights=shared / "weights" / "yolox_nano.onnx")
-    with pytest.raises(SilhouetteError, match="another detector"):
-        det.predict(torch.rand(1, 3, 64, 64))
+@pytest.mark.parametrize(
+    "name,file", [("nanodet_m", "yolox_nano"), ("yolov5n", "yolox_nano"), ("yolo_fastest_body", "yolo_fastest_xl")]
+)
+def test_weights_of_another_detector_are_refused(name: str, file: str, shared: Path) -> None:
+    det = DETECTORS.create(name, weights=shared / "weights" / f"{file}.onnx")
+    for call in (det.predict, det.candidates):
+        with pytest.raises(SilhouetteError, match="another detector"):
+            call(torch.rand(1, 3, 64, 64))
 
 
 @pytest.mark.parametrize(
     "bad",
-    [torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.rand(3, 32, 32), torch.rand(1, 1, 32, 32), np.zeros((1, 3, 8, 8))],
+    [
+        torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+        torch.rand(3, 32, 32),
+        torch.rand(1, 1, 32, 32),
+        np.zeros((1, 3, 8, 8)),
+    ],
     ids=["uint8", "no-batch", "gray", "numpy"],
 )
 def test_bad_images_rejected(bad: object, zoo: dict[str, OnnxZooDetector]) -> None:

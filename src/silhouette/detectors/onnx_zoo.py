@@ -35,6 +35,8 @@ GRAD_EPS = 1e-6
 # Frames per onnxruntime call; bounds memory for large batches (yolov5n input is 4.9 MB per frame).
 ORT_CHUNK = 16
 
+Shape = tuple[int | None, ...]
+
 
 @dataclass(frozen=True)
 class ZooModel:
@@ -43,7 +45,7 @@ class ZooModel:
     name: str
     file: str
     preproc: PreprocSpec
-    outputs: tuple[str, ...]
+    outputs: dict[str, Shape]  # output name -> shape (None = dynamic), in graph order
     decode: Callable[[Sequence[torch.Tensor], int, float], Decoded]  # (raw outputs, input size, eps)
     conf: float
     nms_iou: float
@@ -58,7 +60,7 @@ ZOO: dict[str, ZooModel] = {
             "yolox_nano",
             "yolox_nano.onnx",
             PreprocSpec(416, bgr=True, fit="letterbox_tl", scaling="raw255"),
-            ("output",),
+            {"output": (None, 3549, 85)},
             lambda o, s, eps: decode_yolox(o, s),
             0.30,
             0.45,
@@ -69,7 +71,8 @@ ZOO: dict[str, ZooModel] = {
             "nanodet_m",
             "nanodet_m.onnx",
             PreprocSpec(416, bgr=True, fit="warp_center", scaling="nanodet"),
-            tuple(f"cls_score_s{s}" for s in (8, 16, 32)) + tuple(f"bbox_dfl_s{s}" for s in (8, 16, 32)),
+            {f"cls_score_s{s}": (None, (416 // s) ** 2, 80) for s in (8, 16, 32)}
+            | {f"bbox_dfl_s{s}": (None, (416 // s) ** 2, 32) for s in (8, 16, 32)},
             lambda o, s, eps: decode_nanodet(o, s),
             0.35,
             0.60,
@@ -80,7 +83,7 @@ ZOO: dict[str, ZooModel] = {
             "yolov5n",
             "yolov5n.onnx",
             PreprocSpec(640, bgr=False, fit="letterbox_center", scaling="unit"),
-            ("output",),
+            {"output": (None, None, 85)},
             lambda o, s, eps: decode_yolov5(o, s),
             0.25,
             0.45,
@@ -91,7 +94,7 @@ ZOO: dict[str, ZooModel] = {
             "yolo_fastest_xl",
             "yolo_fastest_xl.onnx",
             PreprocSpec(320, bgr=False, fit="stretch", scaling="unit"),
-            ("out_stride32", "out_stride16"),
+            {"out_stride32": (None, 255, 10, 10), "out_stride16": (None, 255, 20, 20)},
             lambda o, s, eps: decode_darknet_yolo(o, s, YOLO_FASTEST_XL_ANCHORS, 80),
             0.25,
             0.45,
@@ -102,7 +105,7 @@ ZOO: dict[str, ZooModel] = {
             "fastestdet",
             "fastestdet.onnx",
             PreprocSpec(352, bgr=True, fit="stretch", scaling="unit"),
-            ("output",),
+            {"output": (None, 85, 22, 22)},
             lambda o, s, eps: decode_fastestdet(o, s, eps),
             0.65,
             0.45,
@@ -113,7 +116,7 @@ ZOO: dict[str, ZooModel] = {
             "yolo_fastest_body",
             "yolo_fastest_body.onnx",
             PreprocSpec(320, bgr=False, fit="stretch", scaling="unit"),
-            ("out_stride32", "out_stride16"),
+            {"out_stride32": (None, 18, 10, 10), "out_stride16": (None, 18, 20, 20)},
             lambda o, s, eps: decode_darknet_yolo(o, s, YOLO_FASTEST_BODY_ANCHORS, 1),
             0.25,
             0.45,
@@ -145,13 +148,35 @@ def select_detections(
     boxes_in, scores = boxes_in[keep], scores[keep]
     order = nms(boxes_in.float(), scores.float(), nms_iou)
     boxes = geom.to_frame(boxes_in[order], width, height)
-    return Detections(boxes.float(), scores[order].float(), torch.full((len(order),), PERSON, dtype=torch.int64, device=boxes.device))
+    labels = torch.full((len(order),), PERSON, dtype=torch.int64, device=boxes.device)
+    return Detections(boxes.float(), scores[order].float(), labels)
 
 
 # Process-wide caches: converted models and sessions are read-only, so detector instances can share them.
 _LOCK = threading.Lock()
 _SESSIONS: dict[tuple[Any, ...], Any] = {}
-_TORCH_MODELS: dict[tuple[Any, ...], tuple[torch.nn.Module, list[str], list[str]]] = {}
+_TORCH_MODELS: dict[tuple[Any, ...], tuple[torch.nn.Module, dict[str, Shape], dict[str, Shape]]] = {}
+
+
+def _static(dims: Sequence[Any]) -> Shape:
+    """Shape with symbolic / unknown dims as None."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
+
+
+def _proto_dims(value_info: Any) -> list[Any]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def _shapes_match(got: dict[str, Shape], want: dict[str, Shape]) -> bool:
+    """Same names in the same order, same ranks, and equal sizes wherever both sides are static."""
+    return list(got) == list(want) and all(
+        len(got[k]) == len(w) and all(x is None or y is None or x == y for x, y in zip(w, got[k]))
+        for k, w in want.items()
+    )
+
+
+def _to_device(d: Detections, device: torch.device) -> Detections:
+    return Detections(d.boxes.to(device), d.scores.to(device), d.labels.to(device))
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
@@ -175,7 +200,8 @@ class OnnxZooDetector(Detector):
     ) -> None:
         self.spec = model
         self.name = model.name
-        self.weights = Path(weights).expanduser() if weights is not None else shared_dir(required=False) / "weights" / model.file
+        default = shared_dir(required=False) / "weights" / model.file
+        self.weights = Path(weights).expanduser() if weights is not None else default
         self.conf_threshold = model.conf if conf_threshold is None else float(conf_threshold)
         self.nms_iou = model.nms_iou if nms_iou is None else float(nms_iou)
         if not 0.0 <= self.conf_threshold <= 1.0 or not 0.0 <= self.nms_iou <= 1.0:
@@ -219,14 +245,18 @@ class OnnxZooDetector(Detector):
                 _SESSIONS[key] = sess
         sess = _SESSIONS[key]
         # Checked on every fetch: the cache is shared by detectors, and a file may be handed to the wrong one.
-        self._check_io([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()], path)
+        inputs = {i.name: _static(i.shape) for i in sess.get_inputs()}
+        self._check_io(inputs, {o.name: _static(o.shape) for o in sess.get_outputs()}, path)
         return sess
 
-    def _check_io(self, inputs: list[str], outputs: list[str], path: Path) -> None:
-        if inputs != ["images"] or tuple(outputs) != self.spec.outputs:
+    def _check_io(self, inputs: dict[str, Shape], outputs: dict[str, Shape], path: Path) -> None:
+        """Refuse a file whose input/output names and static shapes are not this model's (README §1)."""
+        s = self.spec.preproc.size
+        want_in: dict[str, Shape] = {"images": (None, 3, s, s)}  # what preprocessing feeds
+        if not (_shapes_match(inputs, want_in) and _shapes_match(outputs, self.spec.outputs)):
             raise SilhouetteError(
-                f"{self.name}: {path} has inputs {inputs} and outputs {outputs}, expected ['images'] and "
-                f"{list(self.spec.outputs)}; is it the file for another detector?"
+                f"{self.name}: {path} has inputs {inputs} and outputs {outputs}, expected {want_in} and "
+                f"{self.spec.outputs}; is it the file for another detector?"
             )
 
     def torch_model(self) -> torch.nn.Module:
@@ -254,7 +284,8 @@ class OnnxZooDetector(Detector):
                     p.requires_grad_(False)
                 for b in net.buffers():
                     b.requires_grad_(False)
-                _TORCH_MODELS[key] = (net, [i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
+                io = [{v.name: _static(_proto_dims(v)) for v in vs} for vs in (proto.graph.input, proto.graph.output)]
+                _TORCH_MODELS[key] = (net, io[0], io[1])
         net, inputs, outputs = _TORCH_MODELS[key]
         self._check_io(inputs, outputs, path)
         return net
@@ -276,7 +307,7 @@ class OnnxZooDetector(Detector):
         """Raw onnxruntime outputs (in `spec.outputs` order) for a preprocessed [B, 3, S, S] batch."""
         sess = self.session()
         chunks = [sess.run(None, {"images": batch[i : i + ORT_CHUNK]}) for i in range(0, len(batch), ORT_CHUNK)]
-        return [np.concatenate([c[k] for c in chunks]) for k in range(len(self.spec.outputs))]
+        return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
     def forward_torch(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """Raw onnx2torch outputs (in `spec.outputs` order) for a preprocessed batch."""
@@ -297,10 +328,10 @@ class OnnxZooDetector(Detector):
                 select_detections(boxes[i], scores[i], geom, w, h, self.conf_threshold, self.nms_iou)
                 for i in range(len(boxes))
             ]
-        return [Detections(d.boxes.to(images.device), d.scores.to(images.device), d.labels.to(images.device)) for d in dets]
+        return [_to_device(d, images.device) for d in dets]
 
     def predict_torch(self, images: torch.Tensor) -> list[Detections]:
-        """Like `predict`, but through the onnx2torch path on `device` (torch resize: close to, not equal to, golden)."""
+        """`predict` through the onnx2torch path on `device` (torch resize: close to, not equal to, golden)."""
         check_image(images)
         if images.shape[0] == 0:
             return []
@@ -312,7 +343,7 @@ class OnnxZooDetector(Detector):
                 select_detections(boxes[i], scores[i], geom, w, h, self.conf_threshold, self.nms_iou)
                 for i in range(len(boxes))
             ]
-        return [Detections(d.boxes.to(images.device), d.scores.to(images.device), d.labels.to(images.device)) for d in dets]
+        return [_to_device(d, images.device) for d in dets]
 
     def candidates(self, images: torch.Tensor) -> Candidates:
         """Pre-NMS boxes (frame pixels) and person scores through onnx2torch; gradients reach `images`."""

@@ -36,7 +36,7 @@ class PreprocSpec:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Frame -> model-input mapping `x_in = x * sx + ox`, `y_in = y * sy + oy`; content size (cw, ch) in input pixels."""
+    """Frame -> model input: `x_in = x * sx + ox`, `y_in = y * sy + oy`; content size (cw, ch) in input pixels."""
 
     sx: float
     sy: float
