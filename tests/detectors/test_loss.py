@@ -1,0 +1,106 @@
+"""The detector-agnostic pseudo-label loss: assignment rule, ordering, empty frames, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from silhouette.detectors.base import Candidates, Detections
+from silhouette.detectors.loss import IGNORE, NEGATIVE, assign, pseudo_label_loss
+from silhouette.imaging import read_image
+from silhouette.paths import weights_dir
+
+torch.set_num_threads(2)
+
+TARGETS = torch.tensor([[40.0, 30.0, 80.0, 130.0], [200.0, 50.0, 240.0, 150.0]])
+BACKGROUND = torch.tensor([[250.0, 160.0, 300.0, 195.0], [0.0, 0.0, 30.0, 20.0], [120.0, 100.0, 160.0, 140.0]])
+
+
+def _persons(boxes: torch.Tensor) -> Detections:
+    return Detections(boxes, torch.ones(len(boxes)), torch.zeros(len(boxes), dtype=torch.int64))
+
+
+def _cands(boxes: torch.Tensor, scores: torch.Tensor) -> Candidates:
+    return Candidates(boxes[None].clone().requires_grad_(True), scores[None].clone().requires_grad_(True))
+
+
+def test_assignment_rule() -> None:
+    target = torch.tensor([[100.0, 100.0, 200.0, 200.0]])
+    boxes = torch.tensor(
+        [
+            [100.0, 100.0, 200.0, 200.0],  # IoU 1 -> positive
+            [100.0, 100.0, 200.0, 145.0],  # IoU 0.45 -> ignored (centre inside, but outranked in top-1)
+            [400.0, 400.0, 450.0, 450.0],  # no overlap -> negative
+            [100.0, 100.0, 200.0, 200.0],  # padding -> ignored whatever it overlaps
+        ]
+    )
+    valid = torch.tensor([True, True, True, False])
+    got = assign(boxes, target, valid, topk=1)
+    assert got.tolist() == [0, IGNORE, NEGATIVE, IGNORE]
+    # A poor candidate centred in the target becomes positive through the top-k clause alone.
+    poor = torch.tensor([[140.0, 140.0, 165.0, 165.0], [60.0, 60.0, 110.0, 110.0]])
+    assert assign(poor, target, topk=1).tolist() == [0, NEGATIVE]
+    # No targets: everything valid is negative.
+    assert assign(boxes, torch.zeros((0, 4)), valid).tolist() == [NEGATIVE, NEGATIVE, NEGATIVE, IGNORE]
+
+
+def test_exact_candidates_beat_shifted_ones() -> None:
+    scores = torch.tensor([0.9, 0.9, 0.1, 0.1, 0.1])
+    exact = pseudo_label_loss(_cands(torch.cat([TARGETS, BACKGROUND]), scores), [_persons(TARGETS)])
+    shifted_boxes = torch.cat([TARGETS + torch.tensor([12.0, 15.0, 12.0, 15.0]), BACKGROUND])
+    shifted = pseudo_label_loss(_cands(shifted_boxes, scores), [_persons(TARGETS)])
+    assert exact["loss_box"].item() == pytest.approx(0.0, abs=1e-6)
+    assert exact["loss"].item() < shifted["loss"].item()
+    assert exact["loss_box"].item() < shifted["loss_box"].item()
+    # Confident persons on the targets and quiet background beat the reverse.
+    flipped = pseudo_label_loss(_cands(torch.cat([TARGETS, BACKGROUND]), 1 - scores), [_persons(TARGETS)])
+    assert exact["loss_cls"].item() < flipped["loss_cls"].item()
+
+
+def test_gradients_reach_boxes_and_scores() -> None:
+    cand = _cands(torch.cat([TARGETS + 5.0, BACKGROUND]), torch.tensor([0.6, 0.7, 0.2, 0.3, 0.4]))
+    pseudo_label_loss(cand, [_persons(TARGETS)])["loss"].backward()
+    assert cand.boxes.grad[0, :2].abs().sum().item() > 0  # matched boxes are pulled onto their targets
+    assert cand.boxes.grad[0, 2:].abs().sum().item() == 0  # unmatched boxes get no box loss
+    assert bool((cand.person_scores.grad[0, :2] < 0).all())  # raise person scores on positives
+    assert bool((cand.person_scores.grad[0, 2:] > 0).all())  # lower them on negatives
+
+
+def test_zero_targets_make_every_candidate_negative() -> None:
+    high = pseudo_label_loss(_cands(TARGETS, torch.tensor([0.8, 0.9])), [Detections.empty()])
+    low = pseudo_label_loss(_cands(TARGETS, torch.tensor([0.1, 0.2])), [Detections.empty()])
+    assert high["loss_box"].item() == 0.0 and low["loss"].item() < high["loss"].item()
+    cand = _cands(TARGETS, torch.tensor([0.8, 0.9]))
+    pseudo_label_loss(cand, [Detections.empty()])["loss"].backward()
+    assert bool((cand.person_scores.grad > 0).all())
+    # Non-person pseudo-labels are not targets either.
+    car = Detections(TARGETS.clone(), torch.ones(2), torch.full((2,), 2, dtype=torch.int64))
+    as_car = pseudo_label_loss(_cands(TARGETS, torch.tensor([0.8, 0.9])), [car])
+    assert as_car["loss"].item() == pytest.approx(high["loss"].item())
+
+
+@pytest.fixture(scope="module")
+def fastestdet():  # noqa: ANN201
+    from silhouette.detectors.registry import create_detector
+
+    return create_detector("fastestdet")
+
+
+def test_real_fastestdet_candidates_on_a_pets_frame(fastestdet) -> None:  # noqa: ANN001
+    frame = read_image(weights_dir() / "testdata" / "pets2009_s2l1_v1_f0400_320x200.png")[None]
+    (own,) = fastestdet.predict(frame)
+    assert len(own.persons()) > 0
+    x = frame.clone().requires_grad_(True)
+    cand = fastestdet.candidates(x)
+    cand.boxes.retain_grad()
+    cand.person_scores.retain_grad()
+    matched = pseudo_label_loss(cand, [own])
+    moved = Detections(own.boxes + torch.tensor([30.0, 20.0, 30.0, 20.0]), own.scores, own.labels)
+    off = pseudo_label_loss(cand, [moved])
+    empty = pseudo_label_loss(cand, [Detections.empty()])
+    assert all(torch.isfinite(v) for d in (matched, off, empty) for v in d.values())
+    assert matched["loss"].item() < off["loss"].item()
+    assert empty["loss_box"].item() == 0.0
+    matched["loss"].backward()
+    assert cand.boxes.grad.abs().sum().item() > 0 and cand.person_scores.grad.abs().sum().item() > 0
+    assert x.grad.abs().sum().item() > 0
