@@ -27,7 +27,7 @@ def pets_eval(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
 
 
 def make_checkpoint(path: Path, obfuscator: str = "obf_paper", detector: str = "fastestdet", deobfuscator: bool = True,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, data_root: Path | None = None) -> Path:
     """A freshly built, seeded, untrained checkpoint in the training package's format."""
     from silhouette.models import build_deobfuscator, build_obfuscator, save_checkpoint
 
@@ -38,7 +38,8 @@ def make_checkpoint(path: Path, obfuscator: str = "obf_paper", detector: str = "
         kwargs = {"deobfuscator": build_deobfuscator("deobf_small"),
                   "deobfuscator_spec": {"name": "deobf_small", "kwargs": {}}}
     return save_checkpoint(path, obfuscator=obf, obfuscator_spec={"name": obfuscator, "kwargs": {}},
-                           config={"detector": {"spec": detector, "score_threshold": 0.5}}, **kwargs)
+                           config={"detector": {"spec": detector, "score_threshold": 0.5},
+                                   "data": {"root": str(data_root) if data_root else ""}}, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ TITLES = (
 )
 
 
-def quick_config(tmp: Path, pets: Path, ckpt: Path, narrow: Path) -> Path:
+def quick_config(tmp: Path, pets: Path, ckpt: Path, narrow: Path, pets_trained: Path) -> Path:
     cfg = {
         "name": "quick-test",
         "datasets": {"pets": {"root": str(pets)}},
@@ -30,7 +30,7 @@ def quick_config(tmp: Path, pets: Path, ckpt: Path, narrow: Path) -> Path:
         "checkpoint": str(ckpt),
         "quick": {"max_frames": 3, "tune_evals": 4, "examples": 2},
         "tables": {
-            "generalisation": {"train": {"PETS": str(ckpt), "Intel": str(tmp / "not-trained-yet.pt")},
+            "generalisation": {"train": {"PETS": str(pets_trained), "Intel": str(tmp / "not-trained-yet.pt")},
                                "test": ["pets_test", "pets_val"]},
             "cross_detector": {"checkpoints": {"fastestdet": str(ckpt)}, "test": "pets_test",
                                "detectors": ["fastestdet", "yolo_fastest_body"]},
@@ -49,7 +49,8 @@ def quick_config(tmp: Path, pets: Path, ckpt: Path, narrow: Path) -> Path:
 def test_reproduce_quick_writes_every_promised_file(tmp_path: Path, pets_eval: Path, fresh_checkpoint: Path,
                                                      checkpoint_factory: Callable[..., Path]) -> None:
     narrow = checkpoint_factory(tmp_path / "w025.pt", obfuscator="obf_w025", deobfuscator=False, seed=1)
-    cfg = quick_config(tmp_path, pets_eval, fresh_checkpoint, narrow)
+    pets_trained = checkpoint_factory(tmp_path / "pets.pt", deobfuscator=False, data_root=pets_eval)
+    cfg = quick_config(tmp_path, pets_eval, fresh_checkpoint, narrow, pets_trained)
     out = tmp_path / "reports" / "quick"
     out.mkdir(parents=True)
     (out / "stale.txt").write_text("from an earlier run")
@@ -75,6 +76,7 @@ def test_reproduce_quick_writes_every_promised_file(tmp_path: Path, pets_eval: P
     gen = metrics["sections"]["generalisation"]
     assert [r["test"] for r in gen["data"]["results"]] == ["pets_test", "pets_val"]
     assert any("Intel: not run: checkpoint" in n for n in gen["notes"])
+    assert gen["rows"][0][1] == "PETS test (training footage)" and gen["rows"][1][1] == "pets_val (training footage)"
     cross = metrics["sections"]["cross_detector"]["data"]["rows"][0]
     assert cross["trained_on"] == "fastestdet" and cross["unseen"] == ["yolo_fastest_body"]
     assert "*" in metrics["sections"]["cross_detector"]["rows"][0][2]

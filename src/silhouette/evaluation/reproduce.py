@@ -125,7 +125,11 @@ def _ensure_datasets(cfg: Mapping[str, Any], used: set[str], progress: bool) -> 
             continue
         opts = dict(prep)
         ds_name = opts.pop("name", name)
-        prepare_dataset(ds_name, root, progress=progress, **opts)
+        try:
+            prepare_dataset(ds_name, root, progress=progress, **opts)
+        except SilhouetteError as exc:
+            # e.g. the shared footage is absent here: the sections that need this dataset say why
+            missing[name] = f"preparing dataset {name} into {root} failed: {exc}"
     return missing
 
 

@@ -222,8 +222,9 @@ def generalisation_table(
             r = ctx.evaluate(path, test, [det], desc=f"T1 {label} → {test.name}")[det]
             d = r["detector"]
             gt = d["gt"]
+            same = _trained_on_root(loaded) == test.root.resolve()
             sec.rows.append([
-                label, test.display(), det, str(r["frames"]), pct(d["relative"]["ap50"]), pct(d["relative"]["ap"]),
+                label, test.display() + (" (training footage)" if same else ""), det, str(r["frames"]), pct(d["relative"]["ap50"]), pct(d["relative"]["ap"]),
                 f"{pct(gt['clean']['ap50'])} → {pct(gt['obfuscated']['ap50'])}" if gt else "no GT",
             ])
             sec.data["results"].append({"train": label, "checkpoint": str(path), "test": test.name, "detector": det,
@@ -232,6 +233,13 @@ def generalisation_table(
     if not sec.rows:
         sec.not_run = "no configured training checkpoint could be evaluated (see notes)"
     return sec
+
+
+def _trained_on_root(loaded: Loaded) -> Path | None:
+    """The prepared dataset folder the checkpoint was trained on, if recorded."""
+    data = loaded.config.get("data")
+    root = data.get("root") if isinstance(data, Mapping) else None
+    return Path(root).resolve() if isinstance(root, str) and root else None
 
 
 def _detector_ok(spec: str) -> tuple[bool, str]:
