@@ -1,0 +1,41 @@
+"""End to end on a tiny prepared PETS dataset: `silhouette attack --quick` writes a scorecard and reuses its cache."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from silhouette.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_pets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from silhouette.data.datasets import prepare_dataset
+
+    out = tmp_path_factory.mktemp("pets_tiny")
+    prepare_dataset("pets2009", out, size=(160, 100), every=4, progress=False)
+    return out
+
+
+@pytest.mark.slow
+def test_attack_quick_end_to_end_and_resume(tiny_pets: Path, tmp_path: Path) -> None:
+    out = tmp_path / "attack"
+    argv = ["attack", "--data", str(tiny_pets), "--methods", "clean,pixelate:8", "--attacks", "reconstruction,reid",
+            "--quick", "--epochs", "1", "--reid-epochs", "1", "--out", str(out), "--threads", "1", "--no-progress"]
+    assert main(argv) == 0
+    card = json.loads((out / "scorecard.json").read_text())
+    rows = {r["method"]: r for r in card["rows"]}
+    assert set(rows) == {"clean", "pixelate:8"}
+    assert rows["clean"]["obf_ssim"] == pytest.approx(1.0)
+    assert rows["pixelate:8"]["obf_ssim"] < 0.9
+    assert 0 <= rows["pixelate:8"]["reid_adaptive"] <= 1 and rows["clean"]["reid_chance"] > 0
+    assert card["meta"]["attacker_params"] > card["meta"]["deobfuscator_params"]
+    assert (out / "attackers" / "reconstruction_pixelate_8.pt").is_file() and (out / "tradeoff.png").is_file()
+    before = (out / "methods" / "pixelate_8.json").read_text()
+    t0 = time.perf_counter()
+    assert main(argv) == 0  # everything cached: no retraining, same results
+    assert (out / "methods" / "pixelate_8.json").read_text() == before
+    assert time.perf_counter() - t0 < 30
