@@ -24,7 +24,7 @@ from silhouette.imaging import check_image
 
 FAMILY = "torchvision"
 TV_PERSON = 1  # "person" in torchvision's COCO-91 category list
-LICENSE = "BSD-3-Clause (torchvision code); weights: see the torchvision docs of each weights enum"
+LICENSE = "BSD-3-Clause code; weights: see torchvision docs"
 
 # Registry name -> architecture kind (decides how candidates are read out of the model).
 MODELS: dict[str, str] = {
@@ -149,17 +149,17 @@ def build_model(name: str, weights: str | Path | None = "DEFAULT", **overrides: 
 def _input_size(model: nn.Module) -> str:
     t = model.transform
     if t.fixed_size is not None:
-        return f"{t.fixed_size[1]}x{t.fixed_size[0]} (resized, fixed)"
-    return f"short side {t.min_size[0]}, long side <= {t.max_size} (resized)"
+        return f"{t.fixed_size[1]}x{t.fixed_size[0]} (fixed)"
+    return f"short {t.min_size[0]}, long <= {t.max_size}"
 
 
-_INPUT_SIZES = {  # torchvision's builder defaults, so `describe` needs no model
-    "fasterrcnn_resnet50_fpn": "short side 800, long side <= 1333 (resized)",
-    "fasterrcnn_mobilenet_v3_large_fpn": "short side 800, long side <= 1333 (resized)",
-    "fasterrcnn_mobilenet_v3_large_320_fpn": "short side 320, long side <= 640 (resized)",
-    "maskrcnn_resnet50_fpn": "short side 800, long side <= 1333 (resized)",
-    "retinanet_resnet50_fpn": "short side 800, long side <= 1333 (resized)",
-    "ssdlite320_mobilenet_v3_large": "320x320 (resized, fixed)",
+_INPUT_SIZES = {  # torchvision's builder defaults (internal resize), so `describe` needs no model
+    "fasterrcnn_resnet50_fpn": "short 800, long <= 1333",
+    "fasterrcnn_mobilenet_v3_large_fpn": "short 800, long <= 1333",
+    "fasterrcnn_mobilenet_v3_large_320_fpn": "short 320, long <= 640",
+    "maskrcnn_resnet50_fpn": "short 800, long <= 1333",
+    "retinanet_resnet50_fpn": "short 800, long <= 1333",
+    "ssdlite320_mobilenet_v3_large": "320x320 (fixed)",
 }
 
 
@@ -171,8 +171,9 @@ def describe(name: str, weights: str | Path | None = "DEFAULT") -> DetectorInfo:
     elif isinstance(resolved, Path):
         where, present = str(resolved), resolved.is_file()
     else:
+        # The weights API's cache file: present means the model builds offline.
         cached = _cached_weights_file(resolved)
-        where, present = (str(cached) if cached.is_file() else f"{resolved} ({resolved.url})"), cached.is_file()
+        where, present = str(cached), cached.is_file()
     return DetectorInfo(
         name=name,
         family=FAMILY,
