@@ -150,12 +150,17 @@ def make_detector(spec: str | Detector) -> Detector:
     return create_detector(spec)
 
 
+def threshold_adjustable(det: Detector) -> bool:
+    """Whether `det` re-reads a plain `conf_threshold` attribute on every call (single zoo/torchvision detectors)."""
+    # ensembles predict through a member, so changing their own attribute would change nothing
+    return not hasattr(det, "members") and "conf_threshold" in vars(det)
+
+
 @contextlib.contextmanager
 def prediction_threshold(det: Detector, threshold: float | None) -> Iterator[float]:
     """Temporarily lower the detector's score threshold for AP; yields its operating threshold."""
     operating = float(getattr(det, "conf_threshold", 0.0))
-    # only plain single detectors re-read conf_threshold on every call; ensembles keep theirs
-    adjustable = threshold is not None and not hasattr(det, "members") and "conf_threshold" in vars(det)
+    adjustable = threshold is not None and threshold_adjustable(det)
     if adjustable:
         det.conf_threshold = float(threshold)  # type: ignore[assignment]
     try:
@@ -241,7 +246,8 @@ def evaluate_obfuscator(
         pseudo = [d.persons(thr) for d in a.clean]
         row: dict[str, Any] = {
             "label_threshold": thr,
-            "pred_threshold": pred_threshold if "conf_threshold" in vars(dets[name]) else thr,
+            "pred_threshold": pred_threshold if pred_threshold is not None and threshold_adjustable(dets[name])
+            else operating[name],
             "pseudo_boxes": int(sum(len(p) for p in pseudo)),
             "relative": person_ap(a.obf, pseudo),
             "count": {"obf_vs_clean": count_error(a.obf, pseudo, min_score=thr)},
