@@ -297,7 +297,7 @@ def cross_detector_table(
                                  "gt": {n: res[n]["detector"]["gt"] for n in names},
                                  "unseen": [n for n in names if n not in seen]})
     if not sec.rows:
-        sec.not_run = "none of the configured checkpoints exists (see notes)"
+        sec.not_run = "no configured checkpoint could be evaluated (see notes)"
         return sec
     # context row: how well each detector does on clean frames against human GT, when the set has GT
     clean = ctx.evaluate(None, test, names, desc="T2 clean")
@@ -511,6 +511,10 @@ def width_sweep(
         if det is None:
             sec.notes.append(f"{label}: not run: checkpoint does not name its detector; set tables.width_sweep.detector")
             continue
+        ok, why = _detector_ok(det)
+        if not ok:
+            sec.notes.append(f"{label}: not run: {why}")
+            continue
         c = model_cost(loaded.obfuscator, frame_size)
         r = ctx.evaluate(path, test, [det], desc=f"F2 {label}")[det]
         ap = r["detector"]["relative"]
@@ -519,7 +523,7 @@ def width_sweep(
         sec.rows.append([label, f"{c['macs'] / 1e9:.3f}", f"{c['params'] / 1e6:.3f}", pct(ap["ap50"]), pct(ap["ap"]),
                          num(r["similarity"]["ssim"], 4)])
     if not points:
-        sec.not_run = "none of the configured checkpoints exists (see notes)"
+        sec.not_run = "no configured checkpoint could be evaluated (see notes)"
         return sec
     from silhouette.evaluation.figures import ap_vs_macs
 
