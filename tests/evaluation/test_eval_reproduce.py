@@ -53,6 +53,7 @@ def test_reproduce_quick_writes_every_promised_file(tmp_path: Path, pets_eval: P
     cfg = quick_config(tmp_path, pets_eval, fresh_checkpoint, narrow, pets_trained)
     out = tmp_path / "reports" / "quick"
     out.mkdir(parents=True)
+    (out / "REPORT.md").write_text("an earlier report")
     (out / "stale.txt").write_text("from an earlier run")
     assert main(["reproduce", "--out", str(out), "--config", str(cfg), "--quick", "--no-progress"]) == 0
     report = (out / "REPORT.md").read_text()
@@ -140,9 +141,14 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, pets_eval: Path, fresh_c
         (["evaluate", "--baseline", "blur", "--data", str(pets_eval)], "METHOD:NUMBER"),
         (["evaluate", "--clean", "--data", str(pets_eval), "--detectors", "yolo9000"], "unknown detector"),
     ]
+    not_a_report = tmp_path / "src"
+    not_a_report.mkdir()
+    (not_a_report / "code.py").write_text("x = 1\n")
+    cases.append((["reproduce", "--out", str(not_a_report), "--only", "cost"], "not a silhouette report"))
     for argv, match in cases:
         _one_line_error(capsys, argv, match)
     assert not (tmp_path / "r").exists()
+    assert (not_a_report / "code.py").read_text() == "x = 1\n"
 
 
 def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path, pets_eval: Path, fresh_checkpoint: Path,

@@ -269,6 +269,9 @@ def reproduce(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SilhouetteError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "REPORT.md").is_file():
+        # the folder is replaced as a whole, so never take over one that is not an earlier report
+        raise SilhouetteError(f"--out {out}: folder exists and is not a silhouette report; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = dict(cfg.get("frames") or {})
     quick_cfg = {**QUICK_DEFAULTS, **(cfg.get("quick") or {})}

@@ -318,7 +318,10 @@ def _resolve_detectors(detectors: Sequence[str] | str) -> tuple[list[str], dict[
     ok, skipped = [], {}
     for n in names:
         avail, why = _detector_ok(n)
-        (ok.append(n) if avail else skipped.__setitem__(n, why))
+        if avail:
+            ok.append(n)
+        else:
+            skipped[n] = why
     return ok, skipped
 
 
