@@ -164,3 +164,21 @@ def test_evaluate_cli_prints_table_and_writes_json(tmp_path: Path, pets_eval: Pa
     res = json.loads((tmp_path / "evaluation.json").read_text())
     assert res["detectors"]["fastestdet"]["relative"]["ap50"] == pytest.approx(1.0)
     assert res["similarity"]["psnr"] == "inf"
+
+
+def test_shipped_cpu_config_is_valid_and_names_real_cameras(shared: Path) -> None:
+    from silhouette.data.sources import list_videos, safe_name
+    from silhouette.evaluation.reproduce import SECTIONS, load_config
+    from silhouette.paths import REPO_ROOT
+
+    cfg = load_config(REPO_ROOT / "configs" / "reproduce_cpu.yaml")
+    assert set(cfg["tables"]) == set(SECTIONS)
+    cams = {safe_name(p.stem) for p in list_videos(shared / "data" / "intel")}
+    for name, ts in cfg["test_sets"].items():
+        for cam in ts.get("cameras") or []:
+            assert cam in cams, f"test_sets.{name}: camera {cam!r} is not an Intel clip"
+    # every test set a table names exists, so only missing checkpoints can stop a section
+    tables = cfg["tables"]
+    refs = list(tables["generalisation"]["test"]) + list(tables["examples"]["tests"])
+    refs += [tables[k]["test"] for k in ("cross_detector", "baselines", "width_sweep")]
+    assert set(refs) <= set(cfg["test_sets"])
