@@ -48,11 +48,11 @@ def _exe() -> str:
     return sys.executable if rel.startswith("..") else rel
 
 
-def _start_server(detector: str, batch: int, key_file: Path, port: int) -> subprocess.Popen:
+def _start_server(detector: str, batch: int, key_file: Path, port: int, threads: int | None) -> subprocess.Popen:
     import httpx
 
     cmd = [sys.executable, "-m", "silhouette", "serve", "--detector", detector, "--host", "127.0.0.1", "--port", str(port),
-           "--batch-size", str(batch), "--api-key-file", str(key_file)]
+           "--batch-size", str(batch), "--api-key-file", str(key_file)] + (["--threads", str(threads)] if threads else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--requests", type=int, default=64, help="requests per (batch, clients) setting")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the server (0 = its default, all cores)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         key_file.write_text(key + "\n")
         for batch in args.batch_sizes:
             port = _free_port()
-            proc = _start_server(args.detector, batch, key_file, port)
+            proc = _start_server(args.detector, batch, key_file, port, args.threads or None)
             try:
                 for clients in args.clients:
                     res = asyncio.run(_load(f"http://127.0.0.1:{port}", key, bodies, clients, args.requests))
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 "note": "shared 2-core machine; server and clients on the same cores over loopback",
             },
             "settings": {
-                "detector": args.detector, "workers": 1, "endpoint": "POST /v1/detect (raw image/jpeg body)",
+                "detector": args.detector, "workers": 1, "server_ort_threads": args.threads or "default (all cores)", "endpoint": "POST /v1/detect (raw image/jpeg body)",
                 "payload": "weights/testdata PETS 320x200 frames as JPEG q90 (~20 KB), cycled",
                 "requests_per_setting": args.requests, "warmup": "one untimed request per client before timing",
             },
