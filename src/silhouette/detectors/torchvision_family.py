@@ -319,7 +319,7 @@ class TorchvisionDetector(Detector):
         ]
         box_t, valid = _pad_stack(boxes)
         score_t, _ = _pad_stack(scores)
-        return Candidates(box_t, score_t, {"valid": valid})
+        return Candidates(box_t.to(images.device), score_t.to(images.device), {"valid": valid.to(images.device)})
 
     def _rcnn_candidates(self, image_list: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Box-head outputs for the RPN proposals (before score threshold and NMS), person class."""
