@@ -20,13 +20,21 @@ def _as_metric_dict(d: Detections, with_scores: bool) -> dict[str, torch.Tensor]
 
 def person_ap(preds: Sequence[Detections], targets: Sequence[Detections]) -> dict[str, float]:
     """COCO person AP50 and AP50:95 of `preds` against `targets` (pseudo-labels or ground truth)."""
+    import logging
+    import warnings
+
     from torchmetrics.detection import MeanAveragePrecision
 
+    # faster_coco_eval logs a whole COCO summary at INFO for every call: noise for a per-epoch metric
+    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
     if len(preds) != len(targets):
         raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
-    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
+    # a crowded frame can exceed COCO's 100-detection cap; keep the standard protocol, skip the warning
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval", max_detection_thresholds=[1, 10, 100])
     metric.update([_as_metric_dict(p, True) for p in preds], [_as_metric_dict(t, False) for t in targets])
-    res = metric.compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = metric.compute()
     # torchmetrics reports -1 when there is no ground truth at all: "undefined", so NaN rather than a fake 0
     return {name: float("nan") if float(res[key]) < 0 else float(res[key]) for name, key in (("ap50", "map_50"), ("ap", "map"))}
 
