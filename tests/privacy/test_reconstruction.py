@@ -24,7 +24,8 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_attacker_learns_identity_on_clean_frames(pets_small: list[torch.Tensor]) -> None:
-    recipe = ReconstructionRecipe(epochs=6, **TINY)
+    # non-residual: the identity has to be learnt from scratch
+    recipe = ReconstructionRecipe(epochs=6, residual=False, **TINY)
     model, history = train_attacker(identity, pets_small, recipe, progress=False)
     psnrs = [h["psnr"] for h in history]
     assert psnrs[-1] > psnrs[0] + 3.0, psnrs
@@ -38,6 +39,14 @@ def test_attacker_is_larger_than_deobfuscator() -> None:
 
     default = ReconstructionRecipe().build()
     assert count_params(default) > 3 * count_params(build_deobfuscator("deobf_wide"))
+
+
+def test_residual_attacker_starts_as_identity(pets_small: list[torch.Tensor]) -> None:
+    net = ReconstructionRecipe(**TINY).build().eval()
+    x = torch.stack(pets_small[:2])
+    with torch.no_grad():
+        y = net(x)
+    assert float((y - x.clamp(1e-3, 1 - 1e-3)).abs().max()) < 1e-4
 
 
 def test_unet_handles_odd_sizes() -> None:

@@ -43,17 +43,29 @@ class _DoubleConv(nn.Sequential):
 
 
 class AttackerUNet(nn.Module):
-    """Plain U-Net (Ronneberger et al.): `depth` max-pool stages, bilinear upsampling, skip concatenation, sigmoid."""
+    """U-Net (Ronneberger et al.): `depth` max-pool stages, bilinear upsampling, skip concatenation, sigmoid.
 
-    def __init__(self, base_channels: int = 32, depth: int = 3, in_channels: int = 3, out_channels: int = 3) -> None:
+    With `residual` the net predicts a correction in logit space on top of its input and starts as the
+    identity (zero-initialised head), so the attacker never does worse than reading the obfuscated frame.
+    """
+
+    def __init__(self, base_channels: int = 32, depth: int = 3, in_channels: int = 3, out_channels: int = 3,
+                 residual: bool = False) -> None:
         super().__init__()
         if base_channels < 1 or depth < 1:
             raise SilhouetteError(f"attacker U-Net needs base_channels >= 1 and depth >= 1, got {base_channels}, {depth}")
-        self.config = {"base_channels": base_channels, "depth": depth, "in_channels": in_channels, "out_channels": out_channels}
+        if residual and in_channels != out_channels:
+            raise SilhouetteError("a residual attacker needs as many input as output channels")
+        self.config = {"base_channels": base_channels, "depth": depth, "in_channels": in_channels,
+                       "out_channels": out_channels, "residual": residual}
+        self.residual = residual
         chs = [base_channels * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([_DoubleConv(in_channels, chs[0])] + [_DoubleConv(chs[i], chs[i + 1]) for i in range(depth)])
         self.up = nn.ModuleList([_DoubleConv(chs[i + 1] + chs[i], chs[i]) for i in reversed(range(depth))])
         self.head = nn.Conv2d(chs[0], out_channels, 1)
+        if residual:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         self.depth = depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,6 +75,7 @@ class AttackerUNet(nn.Module):
         ph, pw = (-h) % s, (-w) % s
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        inp = x
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
@@ -71,7 +84,10 @@ class AttackerUNet(nn.Module):
         for block in self.up:
             skip = skips.pop()
             x = block(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1))
-        return torch.sigmoid(self.head(x))[..., :h, :w]
+        y = self.head(x)
+        if self.residual:
+            y = y + torch.logit(inp.clamp(1e-3, 1 - 1e-3))
+        return torch.sigmoid(y)[..., :h, :w]
 
 
 @dataclass
@@ -79,6 +95,7 @@ class ReconstructionRecipe:
     """Everything that defines the attacker's training; stored with every result so runs are comparable."""
 
     architecture: str = "unet"
+    residual: bool = True  # predict a correction of the obfuscated frame (starts as the identity)
     base_channels: int = 32
     depth: int = 3
     epochs: int = 20
@@ -108,7 +125,7 @@ class ReconstructionRecipe:
     def build(self) -> AttackerUNet:
         """A fresh, seeded attacker network."""
         torch.manual_seed(self.seed)
-        return AttackerUNet(self.base_channels, self.depth)
+        return AttackerUNet(self.base_channels, self.depth, residual=self.residual)
 
 
 QUICK_RECIPE = ReconstructionRecipe(base_channels=16, depth=3, epochs=2, batch_size=4, crop=(96, 96),
