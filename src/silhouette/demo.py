@@ -48,6 +48,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from silhouette.models import load_obfuscator
 
     out: Path = args.out
+    detector = create_detector(args.detector)  # fail on a bad name before minutes of decoding
     data_root = args.data or out / "pets2009"
     prepare_dataset("pets2009", data_root)
     ds = FrameDataset(data_root, split="test")
@@ -61,7 +62,6 @@ def run_demo(args: argparse.Namespace) -> int:
             raise
         log.warning("%s; showing clean-frame counts only", exc)
         obfuscator = None
-    detector = create_detector(args.detector)
 
     rows: list[dict[str, object]] = []
     clean_dets, obf_dets, gt = [], [], []
