@@ -6,72 +6,17 @@ Run: .venv/bin/python benchmarks/detectors.py   (writes benchmarks/results/detec
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from _common import run_info, sample, versions
+
 RESULTS = Path(__file__).resolve().parent / "results" / "detectors.json"
-
-
-def _cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _exe() -> str:
-    """The interpreter as typed from the checkout (relative when inside it)."""
-    rel = os.path.relpath(sys.executable)
-    return sys.executable if rel.startswith("..") else rel
-
-
-def _versions() -> dict[str, str]:
-    import cv2
-    import numpy
-    import onnx
-    import onnx2torch
-    import onnxruntime
-    from importlib.metadata import version
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "onnx": onnx.__version__,
-        "onnx2torch": version("onnx2torch"),
-        "opencv": cv2.__version__,
-        "numpy": numpy.__version__,
-    }
-
-
-def _time(fn: Callable[[], object], warmup: int, repeats: int) -> tuple[list[float], list[float]]:
-    """Wall and process-CPU seconds of `repeats` calls after `warmup` untimed ones.
-
-    CPU time is kept too because the benchmark machine may be shared: with one thread it tracks wall time on an
-    idle machine and is far less inflated by other processes.
-    """
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for (path, stage), fn in cases.items():
                 with torch.no_grad():
-                    secs, cpu_secs = _time(fn, args.warmup, args.repeats)
+                    secs, cpu_secs = sample(fn, args.warmup, args.repeats)
                 per_frame = [s / b * 1000 for s in secs]
                 row = {
                     "model": name,
@@ -137,16 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(
         args.out,
         {
-            "command": shlex.join([_exe(), *sys.argv]),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {
-                "platform": platform.platform(),
-                "cpu": _cpu_model(),
-                "cpu_count": os.cpu_count(),
-                "loadavg_before": [round(x, 2) for x in load_before],
-                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-            },
-            "versions": _versions(),
+            **run_info(
+                load_before,
+                versions=versions("python", "torch", "onnxruntime", "onnx", "onnx2torch", "opencv", "numpy"),
+            ),
             "settings": {
                 "torch_threads": 1,
                 "ort_intra_op_threads": 1,

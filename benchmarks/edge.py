@@ -12,19 +12,15 @@ are stored too.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import shlex
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
+
+from _common import median_ms, run_info, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "edge.json"
 VARIANTS = ["obf_paper", "obf_w050", "obf_w025", "obf_edge"]
@@ -32,36 +28,13 @@ GOAL_RATIO_VS_YOLOX = 3.0
 GOAL_INT8_FPS = 60.0
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _exe() -> str:
-    rel = os.path.relpath(sys.executable)
-    return sys.executable if rel.startswith("..") else rel
-
-
 def _time(fn: Callable[[], object], warmup: int, min_repeats: int, min_seconds: float) -> dict[str, float]:
     """Median wall and process-CPU ms per call, repeating at least `min_repeats` times and `min_seconds` seconds."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    start = time.perf_counter()
-    while len(wall) < min_repeats or time.perf_counter() - start < min_seconds:
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    w, c = statistics.median(wall), statistics.median(cpu)
+    t = median_ms(fn, warmup, min_repeats, min_seconds)
+    w, c = t["wall_ms"], t["cpu_ms"]
     return {
-        "wall_ms": round(w * 1000, 3), "cpu_ms": round(c * 1000, 3), "repeats": len(wall),
-        "fps_per_core": round(1.0 / c, 2) if c > 0 else float("inf"), "fps_wall": round(1.0 / w, 2),
+        "wall_ms": round(w, 3), "cpu_ms": round(c, 3), "repeats": t["repeats"],
+        "fps_per_core": round(1000.0 / c, 2) if c > 0 else float("inf"), "fps_wall": round(1000.0 / w, 2),
     }
 
 
@@ -153,14 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     write_json(
         args.out,
         {
-            "command": shlex.join([_exe(), *sys.argv]),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {
-                "platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-                "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                "note": "shared 2-core machine; per-core figures use process CPU time, which other load inflates far less than wall time",
-            },
-            "versions": _versions(),
+            **run_info(
+                load_before,
+                note="shared 2-core machine; per-core figures use process CPU time, which other load inflates far less than wall time",
+                versions=versions("python", "torch", "onnxruntime", "numpy"),
+            ),
             "settings": {
                 "size": "320x200", "batch": 1, "threads": 1, "warmup": 3, "min_repeats": args.min_repeats, "min_seconds": args.min_seconds,
                 "int8": f"static QDQ, per-channel weights, MinMax calibration on {args.calib_frames} PETS frames {CALIB_RANGE[0]}-{CALIB_RANGE[1] - 1}",
@@ -176,12 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\nwrote {args.out}")
     return 0
-
-
-def _versions() -> dict[str, str]:
-    import onnxruntime
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
 
 
 def _markdown(obf_rows: list[dict], det_rows: list[dict]) -> str:

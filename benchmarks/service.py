@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import os
-import platform
-import shlex
 import socket
 import subprocess
 import sys
@@ -24,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import run_info
+
 RESULTS = Path(__file__).resolve().parent / "results" / "service.json"
 
 
@@ -31,21 +30,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _exe() -> str:
-    rel = os.path.relpath(sys.executable)
-    return sys.executable if rel.startswith("..") else rel
 
 
 def _start_server(detector: str, batch: int, key_file: Path, port: int, threads: int | None) -> subprocess.Popen:
@@ -114,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     from silhouette.paths import weights_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", default="yolox_nano")
-    parser.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16])
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--detector", default="yolox_nano", help="detector the server runs")
+    parser.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16], help="concurrent client counts")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8], help="server batch sizes (one server each)")
     parser.add_argument("--requests", type=int, default=64, help="requests per (batch, clients) setting")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the server (0 = its default, all cores)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
 
     frames = [cv2.imread(str(p)) for p in sorted((weights_dir() / "testdata").glob("pets2009_*_320x200.png"))]
@@ -151,13 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(
         args.out,
         {
-            "command": shlex.join([_exe(), *sys.argv]),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {
-                "platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-                "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                "note": "shared 2-core machine; server and clients on the same cores over loopback",
-            },
+            **run_info(load_before, note="shared 2-core machine; server and clients on the same cores over loopback"),
             "settings": {
                 "detector": args.detector, "workers": 1, "server_ort_threads": args.threads or "default (all cores)", "endpoint": "POST /v1/detect (raw image/jpeg body)",
                 "payload": "weights/testdata PETS 320x200 frames as JPEG q90 (~20 KB), cycled",

@@ -1,0 +1,102 @@
+"""Pieces every benchmark script shares: machine and version info for the JSON, and a wall/CPU timer.
+
+The scripts run as `python benchmarks/X.py`, so Python puts this folder on sys.path and `import _common` works.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def exe() -> str:
+    """The interpreter as typed from the checkout (relative when inside it)."""
+    rel = os.path.relpath(sys.executable)
+    return sys.executable if rel.startswith("..") else rel
+
+
+def _version(name: str) -> str:
+    """Version string of one package as the benchmarks report it (imported lazily: some are heavy)."""
+    if name == "python":
+        return platform.python_version()
+    if name == "opencv":
+        import cv2
+
+        return cv2.__version__
+    if name == "onnx2torch":
+        from importlib.metadata import version
+
+        return version("onnx2torch")
+    import importlib
+
+    return importlib.import_module(name).__version__
+
+
+def versions(*names: str) -> dict[str, str]:
+    """Versions of `names` (python, torch, onnxruntime, onnx, onnx2torch, opencv, numpy), in that given order."""
+    return {name: _version(name) for name in names}
+
+
+def run_info(load_before: tuple[float, float, float], note: str | None = None,
+             versions: dict[str, str] | None = None) -> dict:
+    """The `command`, `date`, `machine` (and `versions` when given) fields of a results JSON, taken now."""
+    machine: dict = {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    if note is not None:
+        machine["note"] = note
+    info = {
+        "command": shlex.join([exe(), *sys.argv]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+    }
+    if versions is not None:
+        info["versions"] = versions
+    return info
+
+
+def sample(fn: Callable[[], object], warmup: int, min_repeats: int,
+           min_seconds: float = 0.0) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds per call, after `warmup` untimed calls, for at least `min_repeats` calls and `min_seconds`.
+
+    CPU time is kept too because the benchmark machine may be shared: with one thread it tracks wall time on an
+    idle machine and is far less inflated by other processes.
+    """
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    start = time.perf_counter()
+    while len(wall) < min_repeats or time.perf_counter() - start < min_seconds:
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def median_ms(fn: Callable[[], object], warmup: int, min_repeats: int, min_seconds: float = 0.0) -> dict[str, float]:
+    """Median wall and process-CPU ms per call (unrounded) and the number of timed calls, as `sample` measures them."""
+    wall, cpu = sample(fn, warmup, min_repeats, min_seconds)
+    return {"wall_ms": statistics.median(wall) * 1000, "cpu_ms": statistics.median(cpu) * 1000, "repeats": len(wall)}
