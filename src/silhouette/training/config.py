@@ -1,0 +1,268 @@
+"""Training configuration: YAML -> validated dataclasses; every bad key or value is a SilhouetteError."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from silhouette.errors import SilhouetteError
+
+
+WARMUP_TARGETS = ("identity", "solarize")
+
+
+@dataclass
+class DataConfig:
+    """Which frames to train and validate on."""
+
+    dataset: str = "pets2009"  # registered dataset name, prepared on first use
+    root: str = "runs/data/pets2009"  # prepared dataset folder (manifest.json + frames)
+    train_split: str = "train"
+    val_split: str = "val"
+    frame_stride: int = 1  # keep every k-th training frame (consecutive frames are near-duplicates)
+    max_train_frames: int = 0  # 0 = all
+    max_val_frames: int = 0  # 0 = all
+    val_stride: int = 1  # keep every k-th validation frame
+    crop: list[int] = field(default_factory=list)  # [H, W] random training crops; [] = whole frames
+    hflip: bool = False  # random horizontal flips (boxes flipped too)
+    num_workers: int = 0
+
+
+@dataclass
+class DetectorConfig:
+    """The frozen detector that supplies L_det and the pseudo-labels."""
+
+    spec: str = "fasterrcnn_resnet50_fpn"  # name or ensemble 'a+b*0.5'
+    score_threshold: float = 0.5  # pseudo-label threshold on clean frames
+    eval_spec: str = ""  # detector used for validation AP; '' = same as spec
+
+
+@dataclass
+class ModelConfig:
+    """Obfuscator and deobfuscator architectures (registry names + keyword overrides)."""
+
+    obfuscator: str = "obf_paper"
+    obfuscator_kwargs: dict[str, Any] = field(default_factory=dict)
+    deobfuscator: str = "deobf_paper"
+    deobfuscator_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the alternating game."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    lr_obf: float = 1e-2
+    lr_deobf: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_step_epochs: int = 10  # every N epochs ...
+    lr_decay_obf: float = 0.01  # ... multiply the obfuscator lr by this (paper: /100)
+    lr_decay_deobf: float = 0.1  # ... and the deobfuscator lr by this (paper: /10)
+    lam: float = 1.0  # λ, weight of the deobfuscator's MSE in the obfuscator loss
+    lam_warmup_epochs: float = 0.0  # ramp λ linearly from 0 over this many epochs
+    det_weight: float = 1.0  # weight of L_det in the obfuscator loss
+    alternate: str = "batch"  # 'batch': both updates every batch; 'epoch': obf and deobf epochs alternate
+    deobf_steps: int = 1  # deobfuscator updates per batch
+    warmup_steps: int = 0  # warm-start: fit the obfuscator to `warmup_target` for N batches before the game
+    warmup_target: str = "identity"  # identity | solarize (the pointwise fold 2·min(x, 1−x): not invertible)
+    warmup_lr: float = 1e-2
+    warmup_crop: list[int] = field(default_factory=list)  # [H, W] crops for the warm start; [] = data.crop
+    warmup_batch_size: int = 0  # 0 = train.batch_size
+    grad_clip: float = 0.0  # 0 = off
+    max_loss: float = 1e4  # |loss| above this (or NaN/inf) stops the run
+    amp: bool = True  # autocast on CUDA only
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    log_every: int = 10  # batches between CSV/TensorBoard step logs
+
+
+@dataclass
+class EvalConfig:
+    """Per-epoch validation."""
+
+    every: int = 1  # epochs
+    batch_size: int = 8
+    ssim_frames: int = 16  # frames used for the SSIM estimate (0 = all val frames)
+    conf_threshold: float = 0.05  # detector score threshold for AP predictions (low, as in COCO evaluation)
+    ssim_target: float = 0.45  # best.pt: highest AP50 among epochs with SSIM <= this, else highest AP50 - SSIM
+
+
+@dataclass
+class Config:
+    """A whole training run."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (YAML/JSON/checkpoint friendly)."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "Config":
+        """Cross-field checks; returns self."""
+        t, d = self.train, self.data
+        checks = [
+            (t.epochs >= 1, "train.epochs: must be >= 1"),
+            (t.batch_size >= 1, "train.batch_size: must be >= 1"),
+            (t.lr_obf > 0 and t.lr_deobf > 0, "train.lr_obf / train.lr_deobf: must be > 0"),
+            (t.weight_decay >= 0, "train.weight_decay: must be >= 0"),
+            (t.lr_step_epochs >= 1, "train.lr_step_epochs: must be >= 1"),
+            (t.lam >= 0, "train.lam: must be >= 0"),
+            (t.alternate in ("batch", "epoch"), f"train.alternate: expected 'batch' or 'epoch', got {t.alternate!r}"),
+            (t.deobf_steps >= 1, "train.deobf_steps: must be >= 1"),
+            (t.warmup_steps >= 0, "train.warmup_steps: must be >= 0"),
+            (t.warmup_target in WARMUP_TARGETS, f"train.warmup_target: expected one of {', '.join(WARMUP_TARGETS)}, got {t.warmup_target!r}"),
+            (0 <= self.eval.conf_threshold <= 1, "eval.conf_threshold: must lie in [0, 1]"),
+            (t.max_loss > 0, "train.max_loss: must be > 0"),
+            (d.frame_stride >= 1, "data.frame_stride: must be >= 1"),
+            (d.val_stride >= 1, "data.val_stride: must be >= 1"),
+            (len(t.warmup_crop) in (0, 2) and all(v > 0 for v in t.warmup_crop), f"train.warmup_crop: expected [] or [H, W], got {t.warmup_crop}"),
+            (t.warmup_batch_size >= 0, "train.warmup_batch_size: must be >= 0"),
+            (len(d.crop) in (0, 2) and all(v > 0 for v in d.crop), f"data.crop: expected [] or [H, W], got {d.crop}"),
+            (0 <= self.detector.score_threshold <= 1, "detector.score_threshold: must lie in [0, 1]"),
+            (self.eval.every >= 1, "eval.every: must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise SilhouetteError(msg)
+        return self
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one leaf value against its annotated type."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise SilhouetteError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise SilhouetteError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads '1e-2' (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise SilhouetteError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise SilhouetteError(f"{key}: expected a string, got {value!r}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise SilhouetteError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SilhouetteError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise SilhouetteError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SilhouetteError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(str(k), fields, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise SilhouetteError(f"{key}: unknown key{hint}; valid keys: {', '.join(prefix + f for f in fields)}")
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = _build(tp, v, f"{key}.")
+        else:
+            kwargs[k] = _coerce(v, tp, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Any) -> Config:
+    """Validate a plain dict (e.g. parsed YAML) into a Config."""
+    return _build(Config, data, "").validate()
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise SilhouetteError(f"--set {item!r}: expected key=value, e.g. train.epochs=2")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply dotted `key=value` overrides (values parsed as YAML) to a config dict."""
+    for item in overrides or []:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise SilhouetteError(f"--set {item!r}: {part} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file, apply overrides, validate."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SilhouetteError(f"config {path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SilhouetteError(f"config {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise SilhouetteError(f"config {path}: top level must be a mapping")
+    try:
+        return config_from_dict(apply_overrides(data, overrides))
+    except SilhouetteError as exc:
+        raise SilhouetteError(f"config {path}: {exc}") from exc
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    import yaml
+
+    from silhouette.fileio import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+
+
+_ = types  # keep the import for typing.get_type_hints on 3.10 unions

@@ -1,0 +1,178 @@
+"""The adversarial game: one obfuscator step and one deobfuscator step per batch, detector frozen."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from silhouette.detectors.base import Detections, Detector
+from silhouette.errors import SilhouetteError
+
+
+class TrainingDiverged(SilhouetteError):
+    """A loss became NaN/inf or exploded; the run stops and the last good checkpoint is kept."""
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Within the block `module` gets no parameter gradients and its BN running statistics are restored after."""
+    flags = [p.requires_grad for p in module.parameters()]
+    buffers = {k: v.clone() for k, v in module.named_buffers()}
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+        with torch.no_grad():
+            for k, v in module.named_buffers():
+                v.copy_(buffers[k])
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+def warmup_target(x: torch.Tensor, name: str) -> torch.Tensor:
+    """The fixed mapping a warm start fits: 'identity' or 'solarize' (the fold 2·min(x, 1−x))."""
+    if name == "identity":
+        return x
+    if name == "solarize":
+        return 2.0 * torch.minimum(x, 1.0 - x)
+    raise SilhouetteError(f"unknown warm-start target {name!r}; choose identity or solarize")
+
+
+def check_loss(name: str, value: float, max_loss: float) -> None:
+    """Raise TrainingDiverged on NaN/inf or |value| > max_loss."""
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"{name} became {value}; lower the learning rates or λ (train.lr_obf, train.lam)")
+    if abs(value) > max_loss:
+        raise TrainingDiverged(
+            f"{name} = {value:.4g} exploded past train.max_loss={max_loss:g}; lower the learning rates or λ"
+        )
+
+
+@dataclass
+class StepStats:
+    """Losses of one batch (floats, for logging)."""
+
+    loss_obf: float = float("nan")
+    loss_det: float = float("nan")
+    mse_obf: float = float("nan")  # deobfuscator MSE seen by the obfuscator step
+    loss_deobf: float = float("nan")
+
+
+class AdversarialEngine:
+    """Holds the three networks and two optimisers; `train_batch` plays one round of the game."""
+
+    def __init__(
+        self,
+        obfuscator: nn.Module,
+        deobfuscator: nn.Module,
+        detector: Detector,
+        opt_obf: torch.optim.Optimizer,
+        opt_deobf: torch.optim.Optimizer,
+        det_weight: float = 1.0,
+        grad_clip: float = 0.0,
+        max_loss: float = 1e4,
+        device: torch.device | str = "cpu",
+        amp: bool = False,
+    ) -> None:
+        self.obf, self.deobf, self.detector = obfuscator, deobfuscator, detector
+        self.opt_obf, self.opt_deobf = opt_obf, opt_deobf
+        self.det_weight, self.grad_clip, self.max_loss = det_weight, grad_clip, max_loss
+        self.device = torch.device(device)
+        self.amp = amp and self.device.type == "cuda"
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        # bf16 needs no GradScaler, which keeps two optimisers simple
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: nn.Module) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params.parameters(), self.grad_clip)
+        opt.step()
+
+    def obfuscator_step(self, x: torch.Tensor, targets: list[Detections], lam: float) -> tuple[StepStats, torch.Tensor]:
+        """Minimise det_weight·L_det(obf(X), Y) − λ·MSE(deobf(obf(X)), X); deobfuscator and detector untouched."""
+        self.obf.train()
+        stats = StepStats()
+        with self._autocast():
+            o = self.obf(x)
+        o = o.float()
+        deobf = unwrap(self.deobf)  # the raw module: no DDP gradient sync for a network that is not updated
+        # the backward pass stays inside `frozen`: BN backward reads the running-stat buffers it restores
+        with frozen(deobf):
+            with self._autocast():
+                rec = deobf(o)
+            mse = F.mse_loss(rec.float(), x)
+            det = self.detector.loss(o, targets)["loss"].float()
+            loss = self.det_weight * det - lam * mse
+            stats.loss_obf, stats.loss_det, stats.mse_obf = float(loss), float(det), float(mse)
+            check_loss("obfuscator loss", stats.loss_obf, self.max_loss)
+            self._step(self.opt_obf, loss, self.obf)
+        return stats, o.detach()
+
+    def deobfuscator_step(self, x: torch.Tensor, obfuscated: torch.Tensor | None = None) -> float:
+        """Minimise MSE(deobf(obf(X).detach()), X); returns the loss."""
+        if obfuscated is None:
+            raw = unwrap(self.obf)
+            was_training = raw.training
+            raw.eval()  # a target-only pass must not move the obfuscator's BN statistics
+            with torch.no_grad(), self._autocast():
+                obfuscated = raw(x).float()
+            raw.train(was_training)
+        self.deobf.train()
+        with self._autocast():
+            rec = self.deobf(obfuscated.detach())
+        loss = F.mse_loss(rec.float(), x)
+        value = float(loss)
+        check_loss("deobfuscator loss", value, self.max_loss)
+        self._step(self.opt_deobf, loss, self.deobf)
+        return value
+
+    def warmup_step(self, x: torch.Tensor, target: str = "identity") -> tuple[float, torch.Tensor]:
+        """Warm-start step: fit the obfuscator to a fixed mapping of its input (MSE); returns loss and output."""
+        self.obf.train()
+        with self._autocast():
+            o = self.obf(x)
+        loss = F.mse_loss(o.float(), warmup_target(x, target))
+        value = float(loss)
+        check_loss("warm-start loss", value, self.max_loss)
+        self._step(self.opt_obf, loss, self.obf)
+        return value, o.detach().float()
+
+    def train_batch(
+        self,
+        x: torch.Tensor,
+        targets: list[Detections],
+        lam: float,
+        update_obf: bool = True,
+        update_deobf: bool = True,
+        deobf_steps: int = 1,
+    ) -> StepStats:
+        """One round: the obfuscator step (deobf frozen), then the deobfuscator step(s) on the detached output."""
+        x = x.to(self.device, non_blocking=True)
+        stats = StepStats()
+        obfuscated = None
+        if update_obf:
+            stats, obfuscated = self.obfuscator_step(x, targets, lam)
+        if update_deobf:
+            losses = []
+            for i in range(deobf_steps):
+                # the first step reuses this batch's obfuscation; later ones re-run the (updated) obfuscator
+                losses.append(self.deobfuscator_step(x, obfuscated if i == 0 else None))
+            stats.loss_deobf = sum(losses) / len(losses)
+        return stats

@@ -1,0 +1,524 @@
+"""The training run: data, pseudo-labels, the epoch loop, validation, logging, checkpoints and resume."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from silhouette.detectors.base import Detections, Detector
+from silhouette.errors import SilhouetteError
+from silhouette.training.config import Config, save_config
+from silhouette.training.distributed import barrier, dist_info, broadcast_object, init_distributed, shutdown, wrap
+from silhouette.training.engine import AdversarialEngine, TrainingDiverged, unwrap
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = [
+    "epoch", "lr_obf", "lr_deobf", "lam", "loss_obf", "loss_det", "mse_obf", "loss_deobf",
+    "val_ap50", "val_ap", "val_ssim", "val_mse", "val_psnr", "val_nmi", "val_recon_mse",
+    "train_images", "epoch_s", "images_per_s",
+]
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> the local CUDA device when present, else CPU; explicit names are checked."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise SilhouetteError(f"train.device: {name!r} is not a device (use auto, cpu or cuda[:N])") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SilhouetteError(f"train.device: {name!r} requested but CUDA is not available; use auto or cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state, for exact resume."""
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore `rng_state()`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class FrameSet:
+    """Frames held in memory as uint8 [N,3,H,W] with their files and (full-frame) pseudo-labels."""
+
+    images: torch.Tensor
+    files: list[str]
+    labels: list[Detections] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batch(self, idx: Sequence[int]) -> torch.Tensor:
+        """Float [0,1] images for these indices."""
+        return self.images[list(idx)].float().div_(255.0)
+
+
+def load_frames(root: Path, split: str, stride: int = 1, limit: int = 0) -> FrameSet:
+    """Read one split of a prepared dataset, keeping every `stride`-th frame (at most `limit`, 0 = all)."""
+    from silhouette.data.torch_dataset import FrameDataset
+
+    ds = FrameDataset(root, split=split)
+    idx = list(range(0, len(ds), stride))
+    if limit:
+        idx = idx[:limit]
+    if not idx:
+        raise SilhouetteError(f"{root}: split {split!r} has no frames after data.frame_stride={stride}")
+    items = [ds[i] for i in idx]
+    images = torch.stack([(it["image"] * 255.0).round().to(torch.uint8) for it in items])
+    return FrameSet(images, [it["file"] for it in items])
+
+
+def person_targets(dets: Sequence[Detections], threshold: float) -> list[Detections]:
+    """Person boxes at or above the pseudo-label threshold."""
+    return [d.persons(threshold) for d in dets]
+
+
+def predict_batched(detector: Detector, images: torch.Tensor, batch_size: int = 8) -> list[Detections]:
+    """Detector predictions over a float [N,3,H,W] tensor in chunks, moved to the CPU."""
+    out: list[Detections] = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            for d in detector.predict(images[i : i + batch_size]):
+                out.append(Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu()))
+    return out
+
+
+def pseudo_labels(root: Path, frames: FrameSet, spec: str, threshold: float, split: str) -> list[Detections]:
+    """Clean-frame person pseudo-labels: from the dataset's label cache, computed there on first use."""
+    from silhouette.data.labels import ensure_pseudo_labels
+
+    cache = ensure_pseudo_labels(root, spec, threshold, split=split, progress=False)
+    missing = [f for f in frames.files if f not in cache]
+    if missing:
+        raise SilhouetteError(f"pseudo-label cache of {root} lacks {len(missing)} frame(s), e.g. {missing[0]}")
+    return person_targets([cache[f] for f in frames.files], threshold)
+
+
+def _eval_preds(detector: Detector, obfuscated: torch.Tensor, batch_size: int) -> list[Detections]:
+    return predict_batched(detector, obfuscated, batch_size)
+
+
+def obfuscate_all(obf: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 8) -> torch.Tensor:
+    """Run the obfuscator (eval mode) over float [N,3,H,W] frames; returns CPU float tensors."""
+    obf = unwrap(obf)
+    was = obf.training
+    obf.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            outs.append(obf(images[i : i + batch_size].to(device)).float().cpu())
+    obf.train(was)
+    return torch.cat(outs)
+
+
+def evaluate(
+    obf: nn.Module,
+    detector: Detector,
+    frames: FrameSet,
+    targets: list[Detections],
+    device: torch.device,
+    batch_size: int = 8,
+    ssim_frames: int = 0,
+    deobf: nn.Module | None = None,
+) -> dict[str, float]:
+    """Person AP of the detector on obfuscated frames vs clean-frame pseudo-labels, plus SSIM/MSE/PSNR/NMI."""
+    from silhouette.evaluation.metrics import mean_similarity, person_ap
+
+    clean = frames.batch(range(len(frames)))
+    obfuscated = obfuscate_all(obf, clean, device, batch_size)
+    preds = _eval_preds(detector, obfuscated, batch_size)
+    ap = person_ap(preds, targets)
+    n = len(frames) if ssim_frames <= 0 else min(ssim_frames, len(frames))
+    pick = np.linspace(0, len(frames) - 1, n).round().astype(int).tolist() if n else []
+    sim = mean_similarity([clean[i] for i in pick], [obfuscated[i] for i in pick])
+    out = {"ap50": ap["ap50"], "ap": ap["ap"], **sim}
+    if deobf is not None:
+        rec = obfuscate_all(deobf, obfuscated, device, batch_size)
+        out["recon_mse"] = float(torch.mean((rec - clean) ** 2))
+    return out
+
+
+def best_score(ap50: float, ssim: float, ssim_target: float) -> float:
+    """Model selection: AP50 when SSIM meets the target, else AP50 - SSIM - 1 (always below any passing epoch)."""
+    return ap50 if ssim <= ssim_target else ap50 - ssim - 1.0
+
+
+def _crop_and_flip(
+    x: torch.Tensor, crop: Sequence[int], hflip: bool, gen: torch.Generator
+) -> torch.Tensor:
+    """Random crops [H,W] (and flips) drawn from `gen`; the same draws in every run with the same seed."""
+    b, _, h, w = x.shape
+    outs = []
+    for i in range(b):
+        img = x[i]
+        if crop:
+            ch, cw = min(crop[0], h), min(crop[1], w)
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+            img = img[:, top : top + ch, left : left + cw]
+        if hflip and bool(torch.rand(1, generator=gen) < 0.5):
+            img = img.flip(-1)
+        outs.append(img)
+    return torch.stack(outs)
+
+
+def _flip_targets(d: Detections, width: int) -> Detections:
+    b = d.boxes.clone()
+    b[:, [0, 2]] = width - d.boxes[:, [2, 0]]
+    return Detections(b, d.scores, d.labels)
+
+
+class Trainer:
+    """One training run in `out_dir`: `run()` trains (or resumes) and returns the final metrics."""
+
+    def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+        self.cfg, self.out, self.resume, self.progress = cfg, Path(out_dir), resume, progress
+
+    # -- setup -------------------------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # one COCO summary per epoch is noise
+        info0 = dist_info()
+        self.device = resolve_device(cfg.train.device, info0.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.dist = init_distributed(self.device)
+        seed_everything(cfg.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        last = self.out / "last.pt"
+        if self.dist.is_main and not self.resume and last.exists():
+            raise SilhouetteError(f"{self.out} already holds a run ({last}); pass --resume to continue it or choose another --out")
+        if self.resume and not last.exists():
+            raise SilhouetteError(f"--resume: {last} not found; start the run without --resume")
+
+        from silhouette.data import load_manifest  # noqa: F401  (fails early if the data package is broken)
+        from silhouette.detectors import create_detector
+
+        root = Path(cfg.data.root)
+        if self.dist.is_main and not (root / "manifest.json").is_file():
+            from silhouette.data import prepare_dataset
+
+            prepare_dataset(cfg.data.dataset, root, progress=self.progress)
+        barrier()
+        self.root = root
+        self.detector = create_detector(cfg.detector.spec)
+        # AP needs the whole precision-recall curve: predictions down to a low score, as in COCO evaluation
+        self.eval_detector = create_detector(cfg.detector.eval_spec or cfg.detector.spec, conf_threshold=cfg.eval.conf_threshold)
+        self.train_frames = load_frames(root, cfg.data.train_split, cfg.data.frame_stride, cfg.data.max_train_frames)
+        self.val_frames = load_frames(root, cfg.data.val_split, cfg.data.val_stride, cfg.data.max_val_frames)
+        thr = cfg.detector.score_threshold
+        if self.dist.is_main:
+            # rank 0 fills the cache; the others read it after the barrier
+            self.train_frames.labels = pseudo_labels(root, self.train_frames, cfg.detector.spec, thr, cfg.data.train_split)
+            self.val_targets = pseudo_labels(
+                root, self.val_frames, cfg.detector.eval_spec or cfg.detector.spec, thr, cfg.data.val_split
+            )
+        barrier()
+        if not self.dist.is_main:
+            self.train_frames.labels = pseudo_labels(root, self.train_frames, cfg.detector.spec, thr, cfg.data.train_split)
+            self.val_targets = []
+
+        from silhouette.models import build_deobfuscator, build_obfuscator
+
+        m = cfg.model
+        self.obf_spec = {"name": m.obfuscator, "kwargs": dict(m.obfuscator_kwargs)}
+        self.deobf_spec = {"name": m.deobfuscator, "kwargs": dict(m.deobfuscator_kwargs)}
+        obf = build_obfuscator(m.obfuscator, **m.obfuscator_kwargs).to(self.device)
+        deobf = build_deobfuscator(m.deobfuscator, **m.deobfuscator_kwargs).to(self.device)
+        t = cfg.train
+        self.opt_obf = torch.optim.AdamW(obf.parameters(), lr=t.lr_obf, weight_decay=t.weight_decay)
+        self.opt_deobf = torch.optim.AdamW(deobf.parameters(), lr=t.lr_deobf, weight_decay=t.weight_decay)
+        self.sched_obf = torch.optim.lr_scheduler.StepLR(self.opt_obf, t.lr_step_epochs, t.lr_decay_obf)
+        self.sched_deobf = torch.optim.lr_scheduler.StepLR(self.opt_deobf, t.lr_step_epochs, t.lr_decay_deobf)
+        self.start_epoch, self.best_score, self.step = 0, -math.inf, 0
+        self.warm_done = t.warmup_steps == 0
+        if self.resume:
+            self._load_state(last, obf, deobf)
+        self.obf_raw, self.deobf_raw = obf, deobf
+        self.obf = wrap(obf, self.dist, self.device)
+        self.deobf = wrap(deobf, self.dist, self.device)
+        self.engine = AdversarialEngine(
+            self.obf, self.deobf, self.detector, self.opt_obf, self.opt_deobf,
+            det_weight=t.det_weight, grad_clip=t.grad_clip, max_loss=t.max_loss, device=self.device, amp=t.amp,
+        )
+        if self.dist.is_main:
+            save_config(cfg, self.out / "config.yaml")
+
+    def _load_state(self, path: Path, obf: nn.Module, deobf: nn.Module) -> None:
+        from silhouette.models.checkpoint import read_checkpoint
+
+        ckpt = read_checkpoint(path)
+        state = ckpt.get("training_state")
+        if not state or "deobfuscator" not in ckpt:
+            raise SilhouetteError(f"--resume: {path} holds no training state (is it an exported checkpoint?)")
+        if ckpt["obfuscator"]["spec"] != self.obf_spec or ckpt["deobfuscator"]["spec"] != self.deobf_spec:
+            raise SilhouetteError(f"--resume: {path} was trained with other models than this config names")
+        obf.load_state_dict(ckpt["obfuscator"]["state_dict"])
+        deobf.load_state_dict(ckpt["deobfuscator"]["state_dict"])
+        self.opt_obf.load_state_dict(state["opt_obf"])
+        self.opt_deobf.load_state_dict(state["opt_deobf"])
+        self.sched_obf.load_state_dict(state["sched_obf"])
+        self.sched_deobf.load_state_dict(state["sched_deobf"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.step = int(ckpt.get("step", 0))
+        self.best_score = float(state.get("best_score", -math.inf))
+        self.warm_done = True
+        set_rng_state(state["rng"])
+        log.info("resumed %s at epoch %d", path, self.start_epoch)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _save(self, path: Path, epoch: int, metrics: dict[str, Any]) -> None:
+        from silhouette.models.checkpoint import save_checkpoint
+
+        save_checkpoint(
+            path,
+            obfuscator=self.obf_raw,
+            obfuscator_spec=self.obf_spec,
+            deobfuscator=self.deobf_raw,
+            deobfuscator_spec=self.deobf_spec,
+            config=self.cfg.to_dict(),
+            epoch=epoch,
+            step=self.step,
+            metrics=metrics,
+            training_state={
+                "opt_obf": self.opt_obf.state_dict(),
+                "opt_deobf": self.opt_deobf.state_dict(),
+                "sched_obf": self.sched_obf.state_dict(),
+                "sched_deobf": self.sched_deobf.state_dict(),
+                "best_score": self.best_score,
+                "rng": rng_state(),
+            },
+        )
+
+    def _lam(self, epoch: float) -> float:
+        t = self.cfg.train
+        if t.lam_warmup_epochs <= 0:
+            return t.lam
+        return t.lam * min(1.0, epoch / t.lam_warmup_epochs)
+
+    def _batches(self, epoch: int, batch_size: int = 0) -> list[list[int]]:
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(
+            range(len(self.train_frames)), num_replicas=self.dist.world_size, rank=self.dist.rank,
+            shuffle=True, seed=self.cfg.seed, drop_last=False,
+        )
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        bs = batch_size or self.cfg.train.batch_size
+        return [order[i : i + bs] for i in range(0, len(order), bs)]
+
+    def _batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list[Detections]]:
+        """Images (cropped/flipped as configured) and their person targets."""
+        d = self.cfg.data
+        x = self.train_frames.batch(idx)
+        if not d.crop and not d.hflip:
+            return x, [self.train_frames.labels[i] for i in idx]
+        x = _crop_and_flip(x, d.crop, d.hflip, gen)
+        # a crop changes what the detector sees: its own person boxes on the clean crop are the targets
+        with torch.no_grad():
+            targets = person_targets(self.detector.predict(x), self.cfg.detector.score_threshold)
+        return x, [Detections(t.boxes.cpu(), t.scores.cpu(), t.labels.cpu()) for t in targets]
+
+    def _gen(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank)
+
+    def _warm_start(self, writer: Any) -> None:
+        """Fit the obfuscator to `train.warmup_target` (the deobfuscator trains on its output alongside)."""
+        t, d = self.cfg.train, self.cfg.data
+        opt = torch.optim.Adam(unwrap(self.obf).parameters(), lr=t.warmup_lr)
+        engine = AdversarialEngine(self.obf, self.deobf, self.detector, opt, self.opt_deobf, max_loss=t.max_loss,
+                                   device=self.device, amp=t.amp)
+        crop = t.warmup_crop or d.crop
+        bs = t.warmup_batch_size or t.batch_size
+        gen = self._gen(-1)
+        steps, rounds, start = 0, 0, time.time()
+        bar = self._bar(total=t.warmup_steps, desc=f"warm-start ({t.warmup_target})")
+        while steps < t.warmup_steps:
+            for idx in self._batches(10_000 + rounds, bs):
+                x = _crop_and_flip(self.train_frames.batch(idx), crop, d.hflip, gen).to(self.device)
+                loss, out = engine.warmup_step(x, t.warmup_target)
+                rec = engine.deobfuscator_step(x, out)
+                steps += 1
+                bar.update(1)
+                bar.set_postfix(fit=f"{loss:.4f}", deobf=f"{rec:.4f}")
+                if writer is not None and steps % t.log_every == 0:
+                    writer.add_scalar("warmup/fit_mse", loss, steps)
+                    writer.add_scalar("warmup/deobf_mse", rec, steps)
+                if steps >= t.warmup_steps:
+                    break
+            rounds += 1
+        bar.close()
+        self.warm_done = True
+        if self.dist.is_main:
+            # epoch 0 = the warm-started networks, so the log shows what the adversarial epochs add
+            row: dict[str, Any] = {"epoch": 0, "lam": 0.0, "loss_obf": loss, "loss_deobf": rec,
+                                   "train_images": steps * bs * self.dist.world_size,
+                                   "epoch_s": round(time.time() - start, 2),
+                                   "images_per_s": round(steps * bs * self.dist.world_size / max(time.time() - start, 1e-9), 3)}
+            val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
+                           self.cfg.eval.batch_size, self.cfg.eval.ssim_frames, self.deobf)
+            row.update({f"val_{k}": v for k, v in val.items()})
+            self._write_row(row, writer, 0)
+            self._save(self.out / "last.pt", 0, row)
+            log.info("warm start: %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+        barrier()
+
+    def _bar(self, **kw: Any) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(disable=not (self.progress and self.dist.is_main), dynamic_ncols=True, **kw)
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Train from scratch or resume; returns the last epoch's metrics."""
+        try:
+            self._setup()
+            return self._run()
+        finally:
+            shutdown()
+
+    def _run(self) -> dict[str, Any]:
+        cfg, t = self.cfg, self.cfg.train
+        writer = None
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tb"))
+        metrics: dict[str, Any] = {}
+        try:
+            if not self.warm_done:
+                self._warm_start(writer)
+            for epoch in range(self.start_epoch, t.epochs):
+                metrics = self._epoch(epoch, writer)
+            if self.dist.is_main:
+                log.info("training done: %s", {k: metrics.get(k) for k in ("val_ap50", "val_ssim")})
+        except TrainingDiverged as exc:
+            msg = f"training stopped: {exc}; the last good checkpoint is {self.out / 'last.pt'}"
+            if self.dist.is_main:
+                (self.out / "STOPPED.txt").write_text(msg + "\n", encoding="utf-8")
+            raise TrainingDiverged(msg) from exc
+        finally:
+            if writer is not None:
+                writer.close()
+        return metrics
+
+    def _epoch(self, epoch: int, writer: Any) -> dict[str, Any]:
+        cfg, t = self.cfg, self.cfg.train
+        batches = self._batches(epoch)
+        gen = self._gen(epoch)
+        update_obf = t.alternate == "batch" or epoch % 2 == 1
+        update_deobf = t.alternate == "batch" or epoch % 2 == 0
+        sums = {"loss_obf": 0.0, "loss_det": 0.0, "mse_obf": 0.0, "loss_deobf": 0.0}
+        counts = dict.fromkeys(sums, 0)
+        start, n_img = time.time(), 0
+        bar = self._bar(total=len(batches), desc=f"epoch {epoch + 1}/{t.epochs}")
+        for b, idx in enumerate(batches):
+            lam = self._lam(epoch + b / max(1, len(batches)))
+            x, targets = self._batch(idx, gen)
+            stats = self.engine.train_batch(x, targets, lam, update_obf, update_deobf, t.deobf_steps)
+            self.step += 1
+            n_img += len(idx)
+            for k in sums:
+                v = getattr(stats, k)
+                if not math.isnan(v):
+                    sums[k] += v
+                    counts[k] += 1
+            run = {k: sums[k] / counts[k] for k in sums if counts[k]}
+            bar.update(1)
+            bar.set_postfix({k.replace("loss_", ""): f"{v:.4f}" for k, v in run.items()})
+            if writer is not None and self.step % t.log_every == 0:
+                for k in sums:
+                    v = getattr(stats, k)
+                    if not math.isnan(v):
+                        writer.add_scalar(f"step/{k}", v, self.step)
+                writer.add_scalar("step/lam", lam, self.step)
+        bar.close()
+        elapsed = time.time() - start
+        lrs = (self.opt_obf.param_groups[0]["lr"], self.opt_deobf.param_groups[0]["lr"])
+        self.sched_obf.step()
+        self.sched_deobf.step()
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "lr_obf": lrs[0], "lr_deobf": lrs[1], "lam": self._lam(epoch + 1),
+            **{k: (sums[k] / counts[k] if counts[k] else float("nan")) for k in sums},
+            "train_images": n_img * self.dist.world_size, "epoch_s": round(elapsed, 2),
+            "images_per_s": round(n_img * self.dist.world_size / max(elapsed, 1e-9), 3),
+        }
+        if self.dist.is_main:
+            if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == t.epochs:
+                val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
+                               cfg.eval.batch_size, cfg.eval.ssim_frames, self.deobf)
+                row.update({f"val_{k}": v for k, v in val.items()})
+                score = best_score(val["ap50"], val["ssim"], cfg.eval.ssim_target)
+                is_best = score > self.best_score
+                if is_best:
+                    self.best_score = score
+            else:
+                is_best = False
+            self._write_row(row, writer, epoch + 1)
+            self._save(self.out / "last.pt", epoch + 1, row)
+            if is_best:
+                self._save(self.out / "best.pt", epoch + 1, row)
+            log.info("epoch %d: %s", epoch + 1, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+        self.best_score = float(broadcast_object(self.best_score, self.dist))  # type: ignore[arg-type]
+        barrier()
+        return row
+
+    def _write_row(self, row: dict[str, Any], writer: Any, epoch: int) -> None:
+        path = self.out / "metrics.csv"
+        rows: list[dict[str, Any]] = []
+        if path.exists():
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < epoch]  # a resumed run rewrites later epochs
+        rows.append({k: row.get(k, "") for k in CSV_FIELDS})
+        from silhouette.fileio import atomic_open
+
+        with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+                    writer.add_scalar(f"epoch/{k}", v, epoch)
+            writer.flush()
+
+
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a training run described by `cfg` into `out_dir`."""
+    return Trainer(cfg, out_dir, resume=resume, progress=progress).run()

@@ -1,0 +1,128 @@
+"""One real optimisation step on real PETS frames: what changes, what must not, and divergence handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from silhouette.detectors.base import Detections
+from silhouette.training.engine import AdversarialEngine, TrainingDiverged, warmup_target
+
+from .conftest import TEST_DETECTOR
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def setup(pets_frames: dict[str, torch.Tensor]):  # noqa: ANN201
+    """Two real 320x200 frames, their detector pseudo-labels, and a fresh small obfuscator/deobfuscator pair."""
+    from silhouette.detectors import create_detector
+    from silhouette.models import build_deobfuscator, build_obfuscator
+
+    torch.manual_seed(0)
+    det = create_detector(TEST_DETECTOR)
+    x = torch.stack([pets_frames["pets_f0000"], pets_frames["pets_f0794"]])[..., :96, :160].contiguous()
+    targets = [d.persons(0.3) for d in det.predict(x)]
+    assert sum(len(t) for t in targets) > 0, "the frames should hold detectable persons"
+    obf, deobf = build_obfuscator("obf_w025"), build_deobfuscator("deobf_small", width=0.25)
+    return det, x, targets, obf, deobf
+
+
+def _engine(det, obf, deobf, **kw) -> AdversarialEngine:  # noqa: ANN001
+    return AdversarialEngine(
+        obf, deobf, det, torch.optim.AdamW(obf.parameters(), lr=1e-2), torch.optim.AdamW(deobf.parameters(), lr=1e-2), **kw
+    )
+
+
+def test_deobfuscator_step_lowers_its_loss_and_touches_only_it(setup) -> None:  # noqa: ANN001
+    det, x, _, obf, deobf = setup
+    engine = _engine(det, obf, deobf)
+    obf_before, deobf_before = _snapshot(obf), _snapshot(deobf)
+    with torch.no_grad():
+        o = obf.eval()(x)
+    deobf.eval()
+    before = float(torch.mean((deobf(o).detach() - x) ** 2))
+    for _ in range(3):
+        engine.deobfuscator_step(x, o)
+    deobf.eval()
+    after = float(torch.mean((deobf(o).detach() - x) ** 2))
+    assert after < before
+    assert _same(obf_before, _snapshot(obf))
+    assert not _same(deobf_before, _snapshot(deobf))
+
+
+def test_obfuscator_step_touches_only_the_obfuscator_and_detector_stays_frozen(setup) -> None:  # noqa: ANN001
+    det, x, targets, obf, deobf = setup
+    engine = _engine(det, obf, deobf)
+    net = det.torch_model()
+    det_before, obf_before, deobf_before = _snapshot(net), _snapshot(obf), _snapshot(deobf)
+    for p in deobf.parameters():
+        p.grad = None
+    stats, out = engine.obfuscator_step(x, targets, lam=1.0)
+    assert stats.loss_obf == pytest.approx(stats.loss_det - stats.mse_obf, rel=1e-5)
+    assert out.shape == x.shape and not out.requires_grad
+    assert not _same(obf_before, _snapshot(obf))
+    # deobfuscator weights AND its BN running statistics are untouched by the obfuscator's step
+    assert _same(deobf_before, _snapshot(deobf))
+    assert all(p.grad is None for p in deobf.parameters())
+    assert _same(det_before, _snapshot(net))
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+
+
+def test_detection_loss_drops_when_the_obfuscator_trains_on_it(setup) -> None:  # noqa: ANN001
+    det, x, targets, _, deobf = setup
+    from silhouette.models import build_obfuscator
+
+    torch.manual_seed(1)
+    obf = build_obfuscator("obf_w025")
+    engine = _engine(det, obf, deobf)
+    first = engine.obfuscator_step(x, targets, lam=0.0)[0].loss_det
+    for _ in range(4):
+        last = engine.obfuscator_step(x, targets, lam=0.0)[0].loss_det
+    assert last < first
+
+
+def test_train_batch_runs_both_updates(setup) -> None:  # noqa: ANN001
+    det, x, targets, obf, deobf = setup
+    engine = _engine(det, obf, deobf)
+    before = _snapshot(obf), _snapshot(deobf)
+    stats = engine.train_batch(x, targets, lam=1.0, deobf_steps=2)
+    assert all(v == v for v in (stats.loss_obf, stats.loss_det, stats.mse_obf, stats.loss_deobf))  # no NaN
+    assert not _same(before[0], _snapshot(obf)) and not _same(before[1], _snapshot(deobf))
+    only_deobf = _snapshot(obf)
+    engine.train_batch(x, targets, lam=1.0, update_obf=False)
+    assert _same(only_deobf, _snapshot(obf))
+
+
+def test_nan_and_exploding_losses_stop_with_a_clear_message(setup) -> None:  # noqa: ANN001
+    det, x, targets, _, deobf = setup
+    from silhouette.models import build_obfuscator
+
+    obf = build_obfuscator("obf_w025")
+    engine = _engine(det, obf, deobf, max_loss=1e-9)
+    before = {k: v.detach().clone() for k, v in obf.named_parameters()}
+    with pytest.raises(TrainingDiverged, match="exploded past train.max_loss"):
+        engine.obfuscator_step(x, targets, lam=1.0)
+    assert _same(before, {k: v.detach() for k, v in obf.named_parameters()}), "a diverged step must not update weights"
+    with torch.no_grad():
+        next(obf.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="became nan"):
+        _engine(det, obf, deobf).obfuscator_step(x, targets, lam=1.0)
+
+
+def test_warmup_targets() -> None:
+    x = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert torch.equal(warmup_target(x, "identity"), x)
+    assert torch.allclose(warmup_target(x, "solarize"), torch.tensor([0.0, 0.5, 1.0, 0.5, 0.0]))
+
+
+def test_empty_targets_still_train(setup) -> None:  # noqa: ANN001
+    det, x, _, obf, deobf = setup
+    stats, _ = _engine(det, obf, deobf).obfuscator_step(x, [Detections.empty(), Detections.empty()], lam=1.0)
+    assert stats.loss_det == stats.loss_det
