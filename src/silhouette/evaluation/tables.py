@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -204,20 +204,7 @@ def generalisation_table(
         sec.not_run = "no test sets configured (tables.generalisation.test)"
         return sec
     sec.data["results"] = []
-    for label, path in train.items():
-        why = _missing(path)
-        if why:
-            sec.notes.append(f"{label}: not run: {why}")
-            continue
-        loaded = ctx.checkpoint(path)
-        det = detector or loaded.detector
-        if det is None:
-            sec.notes.append(f"{label}: not run: checkpoint does not name its detector; set tables.generalisation.detector")
-            continue
-        ok, why = _detector_ok(det)
-        if not ok:
-            sec.notes.append(f"{label}: not run: {why}")
-            continue
+    for label, path, loaded, det in _runnable(ctx, sec, train, detector, "generalisation"):
         for test in tests:
             r = ctx.evaluate(path, test, [det], desc=f"T1 {label} → {test.name}")[det]
             d = r["detector"]
@@ -240,6 +227,34 @@ def _trained_on_root(loaded: Loaded) -> Path | None:
     data = loaded.config.get("data")
     root = data.get("root") if isinstance(data, Mapping) else None
     return Path(root).resolve() if isinstance(root, str) and root else None
+
+
+def _checkpoint_and_detector(
+    ctx: Context, path: str | Path | None, detector: str | None, section: str
+) -> tuple[Loaded, str] | str:
+    """The loaded checkpoint and the detector to evaluate it with (`detector`, else the one it was trained
+    against), or why that cannot run; `section` names the config key to set when the checkpoint names none."""
+    why = _missing(path)
+    if why:
+        return why
+    loaded = ctx.checkpoint(path)  # type: ignore[arg-type]
+    det = detector or loaded.detector
+    if det is None:
+        return f"checkpoint does not name its detector; set tables.{section}.detector"
+    ok, why = _detector_ok(det)
+    return (loaded, det) if ok else why
+
+
+def _runnable(
+    ctx: Context, sec: Section, checkpoints: Mapping[str, str | Path], detector: str | None, section: str
+) -> Iterator[tuple[str, str | Path, Loaded, str]]:
+    """(label, path, loaded checkpoint, detector) of each checkpoint that can run; the others get a note in `sec`."""
+    for label, path in checkpoints.items():
+        got = _checkpoint_and_detector(ctx, path, detector, section)
+        if isinstance(got, str):
+            sec.notes.append(f"{label}: not run: {got}")
+            continue
+        yield (label, path, *got)
 
 
 def _detector_ok(spec: str) -> tuple[bool, str]:
@@ -354,15 +369,11 @@ def baselines_table(
     if test is None:
         sec.not_run = "no test set configured (tables.baselines.test)"
         return sec
-    loaded = ctx.checkpoint(checkpoint)  # type: ignore[arg-type]
-    det_name = detector or loaded.detector
-    if det_name is None:
-        sec.not_run = "checkpoint does not name its detector; set tables.baselines.detector"
+    got = _checkpoint_and_detector(ctx, checkpoint, detector, "baselines")
+    if isinstance(got, str):
+        sec.not_run = got
         return sec
-    ok, why = _detector_ok(det_name)
-    if not ok:
-        sec.not_run = why
-        return sec
+    loaded, det_name = got
     bases = [get_baseline(m) for m in methods]
     frames, _, files = load_frames(ctx.selection(test))
     det = ctx.detector(det_name)
@@ -504,20 +515,7 @@ def width_sweep(
         sec.not_run = "no checkpoints configured (tables.width_sweep.checkpoints)"
         return sec
     points = []
-    for label, path in checkpoints.items():
-        why = _missing(path)
-        if why:
-            sec.notes.append(f"{label}: not run: {why}")
-            continue
-        loaded = ctx.checkpoint(path)
-        det = detector or loaded.detector
-        if det is None:
-            sec.notes.append(f"{label}: not run: checkpoint does not name its detector; set tables.width_sweep.detector")
-            continue
-        ok, why = _detector_ok(det)
-        if not ok:
-            sec.notes.append(f"{label}: not run: {why}")
-            continue
+    for label, path, loaded, det in _runnable(ctx, sec, checkpoints, detector, "width_sweep"):
         c = model_cost(loaded.obfuscator, frame_size)
         r = ctx.evaluate(path, test, [det], desc=f"F2 {label}")[det]
         ap = r["detector"]["relative"]
