@@ -7,6 +7,7 @@ torchvision's COCO-91 space (0 = background, with "N/A" gaps); `COCO91_TO_80` ma
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -354,18 +355,8 @@ class TorchvisionDetector(Detector):
 
 
 def _register(name: str) -> None:
-    def factory(
-        weights: str | Path | None = "DEFAULT",
-        conf_threshold: float = 0.5,
-        nms_iou: float | None = None,
-        device: str | torch.device = "cpu",
-        min_size: int | None = None,
-        max_size: int | None = None,
-    ) -> Detector:
-        return TorchvisionDetector(
-            name, weights, conf_threshold, nms_iou, device, min_size=min_size, max_size=max_size
-        )
-
+    # the factory takes TorchvisionDetector's own arguments, minus the name
+    factory = functools.partial(TorchvisionDetector, name)
     factory.__doc__ = (
         f"torchvision {name} (weights: 'DEFAULT', a weights enum name, a .pth path, or None; "
         "min_size/max_size override the internal resize of R-CNN/RetinaNet models)."
