@@ -35,7 +35,7 @@ def tiny_config(pets_train: Path) -> Callable[..., Config]:
     """configs/tiny.yaml on the sparse dataset, with optional --set style overrides."""
 
     def make(*overrides: str) -> Config:
-        base = [f"data.root={pets_train}", f"detector.spec={TEST_DETECTOR}", "data.crop=[64, 96]"]
+        base = [f"data.root={pets_train}", f"detector.spec={TEST_DETECTOR}", "data.crop=[64, 96]", "data.frame_stride=1"]
         return load_config(REPO / "configs" / "tiny.yaml", base + list(overrides))
 
     return make

@@ -71,6 +71,7 @@ class TrainConfig:
     warmup_steps: int = 0  # warm-start: fit the obfuscator to `warmup_target` for N batches before the game
     warmup_target: str = "identity"  # identity | solarize (the pointwise fold 2·min(x, 1−x): not invertible)
     warmup_lr: float = 1e-2
+    warmup_schedule: str = "linear"  # warm-start lr: 'linear' decay to 0 (a sharper fit) or 'constant'
     warmup_crop: list[int] = field(default_factory=list)  # [H, W] crops for the warm start; [] = data.crop
     warmup_batch_size: int = 0  # 0 = train.batch_size
     grad_clip: float = 0.0  # 0 = off
@@ -127,6 +128,7 @@ class Config:
             (d.frame_stride >= 1, "data.frame_stride: must be >= 1"),
             (d.val_stride >= 1, "data.val_stride: must be >= 1"),
             (len(t.warmup_crop) in (0, 2) and all(v > 0 for v in t.warmup_crop), f"train.warmup_crop: expected [] or [H, W], got {t.warmup_crop}"),
+            (t.warmup_schedule in ("linear", "constant"), f"train.warmup_schedule: expected 'linear' or 'constant', got {t.warmup_schedule!r}"),
             (t.warmup_batch_size >= 0, "train.warmup_batch_size: must be >= 0"),
             (len(d.crop) in (0, 2) and all(v > 0 for v in d.crop), f"data.crop: expected [] or [H, W], got {d.crop}"),
             (0 <= self.detector.score_threshold <= 1, "detector.score_threshold: must lie in [0, 1]"),

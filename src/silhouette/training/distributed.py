@@ -83,3 +83,14 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def sync_buffers(module: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BN running statistics) to every rank, so all ranks hold the same model."""
+    if not info.enabled:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)

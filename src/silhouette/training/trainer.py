@@ -18,7 +18,7 @@ from torch import nn
 from silhouette.detectors.base import Detections, Detector
 from silhouette.errors import SilhouetteError
 from silhouette.training.config import Config, save_config
-from silhouette.training.distributed import barrier, dist_info, broadcast_object, init_distributed, shutdown, wrap
+from silhouette.training.distributed import barrier, dist_info, sync_buffers, broadcast_object, init_distributed, shutdown, wrap
 from silhouette.training.engine import AdversarialEngine, TrainingDiverged, unwrap
 
 log = logging.getLogger(__name__)
@@ -249,10 +249,14 @@ class Trainer:
         barrier()
         if not self.dist.is_main:
             self.train_frames.labels = pseudo_labels(root, self.train_frames, cfg.detector.spec, thr, cfg.data.train_split)
-            self.val_targets = []
+            self.val_targets = pseudo_labels(
+                root, self.val_frames, cfg.detector.eval_spec or cfg.detector.spec, thr, cfg.data.val_split
+            )
 
         from silhouette.models import build_deobfuscator, build_obfuscator
 
+        # seed right before the weights are drawn: building a label cache (or not) must not shift the init
+        seed_everything(cfg.seed)
         m = cfg.model
         self.obf_spec = {"name": m.obfuscator, "kwargs": dict(m.obfuscator_kwargs)}
         self.deobf_spec = {"name": m.deobfuscator, "kwargs": dict(m.deobfuscator_kwargs)}
@@ -361,6 +365,10 @@ class Trainer:
         """Fit the obfuscator to `train.warmup_target` (the deobfuscator trains on its output alongside)."""
         t, d = self.cfg.train, self.cfg.data
         opt = torch.optim.Adam(unwrap(self.obf).parameters(), lr=t.warmup_lr)
+        total = t.warmup_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, (lambda i: 1.0 - i / total) if t.warmup_schedule == "linear" else (lambda i: 1.0)
+        )
         engine = AdversarialEngine(self.obf, self.deobf, self.detector, opt, self.opt_deobf, max_loss=t.max_loss,
                                    device=self.device, amp=t.amp)
         crop = t.warmup_crop or d.crop
@@ -373,6 +381,7 @@ class Trainer:
                 x = _crop_and_flip(self.train_frames.batch(idx), crop, d.hflip, gen).to(self.device)
                 loss, out = engine.warmup_step(x, t.warmup_target)
                 rec = engine.deobfuscator_step(x, out)
+                sched.step()
                 steps += 1
                 bar.update(1)
                 bar.set_postfix(fit=f"{loss:.4f}", deobf=f"{rec:.4f}")
@@ -384,14 +393,14 @@ class Trainer:
             rounds += 1
         bar.close()
         self.warm_done = True
+        # epoch 0 = the warm-started networks, so the log shows what the adversarial epochs add
+        val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
+                       self.cfg.eval.batch_size, self.cfg.eval.ssim_frames, self.deobf)
         if self.dist.is_main:
-            # epoch 0 = the warm-started networks, so the log shows what the adversarial epochs add
             row: dict[str, Any] = {"epoch": 0, "lam": 0.0, "loss_obf": loss, "loss_deobf": rec,
                                    "train_images": steps * bs * self.dist.world_size,
                                    "epoch_s": round(time.time() - start, 2),
                                    "images_per_s": round(steps * bs * self.dist.world_size / max(time.time() - start, 1e-9), 3)}
-            val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
-                           self.cfg.eval.batch_size, self.cfg.eval.ssim_frames, self.deobf)
             row.update({f"val_{k}": v for k, v in val.items()})
             self._write_row(row, writer, 0)
             self._save(self.out / "last.pt", 0, row)
@@ -469,6 +478,9 @@ class Trainer:
                         writer.add_scalar(f"step/{k}", v, self.step)
                 writer.add_scalar("step/lam", lam, self.step)
         bar.close()
+        # DDP averages gradients, but each rank's BN statistics saw only its own shard: take rank 0's
+        sync_buffers(self.obf_raw, self.dist)
+        sync_buffers(self.deobf_raw, self.dist)
         elapsed = time.time() - start
         lrs = (self.opt_obf.param_groups[0]["lr"], self.opt_deobf.param_groups[0]["lr"])
         self.sched_obf.step()
@@ -479,17 +491,17 @@ class Trainer:
             "train_images": n_img * self.dist.world_size, "epoch_s": round(elapsed, 2),
             "images_per_s": round(n_img * self.dist.world_size / max(elapsed, 1e-9), 3),
         }
+        is_best = False
+        if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == t.epochs:
+            # every rank validates (same frames, same weights): torchmetrics syncs its state across the group
+            val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
+                           cfg.eval.batch_size, cfg.eval.ssim_frames, self.deobf)
+            row.update({f"val_{k}": v for k, v in val.items()})
+            score = best_score(val["ap50"], val["ssim"], cfg.eval.ssim_target)
+            is_best = score > self.best_score
+            if is_best:
+                self.best_score = score
         if self.dist.is_main:
-            if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == t.epochs:
-                val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
-                               cfg.eval.batch_size, cfg.eval.ssim_frames, self.deobf)
-                row.update({f"val_{k}": v for k, v in val.items()})
-                score = best_score(val["ap50"], val["ssim"], cfg.eval.ssim_target)
-                is_best = score > self.best_score
-                if is_best:
-                    self.best_score = score
-            else:
-                is_best = False
             self._write_row(row, writer, epoch + 1)
             self._save(self.out / "last.pt", epoch + 1, row)
             if is_best:

@@ -1,0 +1,112 @@
+"""Whole training runs on the tiny config: outputs, exact resume, divergence stop, 2-process DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from silhouette.errors import SilhouetteError
+from silhouette.models import load_deobfuscator, load_obfuscator, read_checkpoint
+from silhouette.training import TrainingDiverged, train
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    ckpt = read_checkpoint(path)
+    return {**{f"obf.{k}": v for k, v in ckpt["obfuscator"]["state_dict"].items()},
+            **{f"deobf.{k}": v for k, v in ckpt["deobfuscator"]["state_dict"].items()}}
+
+
+def test_tiny_run_writes_everything(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    metrics = train(tiny_config("train.warmup_steps=2", "train.warmup_target=solarize"), out, progress=False)
+    for name in ("last.pt", "best.pt", "config.yaml", "metrics.csv"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"]  # warm start, then one adversarial epoch
+    for key in ("val_ap50", "val_ssim", "loss_det", "loss_deobf"):
+        assert rows[-1][key] not in ("", "nan"), key
+    assert 0.0 <= metrics["val_ap50"] <= 1.0 and -1.0 <= metrics["val_ssim"] <= 1.0
+    obf = load_obfuscator(out / "last.pt")
+    assert not obf.training
+    assert load_deobfuscator(out / "last.pt") is not None
+    ckpt = read_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["config"]["name"] == "tiny" and "opt_obf" in ckpt["training_state"]
+    with pytest.raises(SilhouetteError, match="--resume"):
+        train(tiny_config(), out, progress=False)  # refuses to overwrite a run
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(tiny_config("train.epochs=2", "train.lr_step_epochs=1"), full, progress=False)
+    train(tiny_config("train.epochs=1", "train.lr_step_epochs=1"), part, progress=False)
+    assert read_checkpoint(part / "last.pt")["epoch"] == 1
+    train(tiny_config("train.epochs=2", "train.lr_step_epochs=1"), part, resume=True, progress=False)
+    a, b = _weights(full / "last.pt"), _weights(part / "last.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    ra, rb = read_checkpoint(full / "last.pt"), read_checkpoint(part / "last.pt")
+    assert ra["training_state"]["sched_obf"] == rb["training_state"]["sched_obf"]
+    assert len(list(csv.DictReader(open(part / "metrics.csv")))) == 2
+    with pytest.raises(SilhouetteError, match="not found"):
+        train(tiny_config(), tmp_path / "never", resume=True, progress=False)
+
+
+def test_exploding_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    train(tiny_config(), out, progress=False)
+    good = _weights(out / "last.pt")
+    with pytest.raises(TrainingDiverged, match=r"exploded past train.max_loss.*last good checkpoint"):
+        train(tiny_config("train.epochs=2", "train.max_loss=1e-9"), out, resume=True, progress=False)
+    assert "exploded" in (out / "STOPPED.txt").read_text()
+    kept = _weights(out / "last.pt")
+    assert read_checkpoint(out / "last.pt")["epoch"] == 1
+    assert all(torch.equal(good[k], kept[k]) for k in good)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
+    """One torchrun-like rank: env set as torchrun would, then the normal trainer."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from silhouette.training.config import config_from_dict
+    from silhouette.training.trainer import Trainer
+
+    trainer = Trainer(config_from_dict(cfg_dict), out, progress=False)
+    trainer.run()
+    torch.save({k: v.detach().clone() for k, v in trainer.obf_raw.state_dict().items()}
+               | {f"deobf.{k}": v.detach().clone() for k, v in trainer.deobf_raw.state_dict().items()},
+               Path(out) / f"rank{rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_end_with_identical_weights(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
+    import torch.multiprocessing as mp
+
+    cfg = tiny_config("data.max_train_frames=8", "train.batch_size=2")
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_dict(), str(out)), nprocs=2, join=True)
+    r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert r0.keys() == r1.keys()
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    # ranks trained on different shards yet agree (weights and BN statistics), and rank 0 saved that model
+    ckpt = read_checkpoint(out / "last.pt")
+    assert all(torch.equal(v, r0[k]) for k, v in ckpt["obfuscator"]["state_dict"].items())
+    torch.manual_seed(cfg.seed)
+    from silhouette.models import build_obfuscator
+
+    init = build_obfuscator(cfg.model.obfuscator, **cfg.model.obfuscator_kwargs).state_dict()
+    assert not torch.equal(init["stem.0.0.weight"], r0["stem.0.0.weight"])
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert rows[-1]["train_images"] == "8"
