@@ -49,6 +49,17 @@ def test_output_same_size_and_in_unit_range(size: tuple[int, int]) -> None:
         assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
 
 
+def test_skips_are_free_and_change_the_function() -> None:
+    torch.manual_seed(0)
+    with_skips = build_obfuscator("obf_w050")
+    plain = build_obfuscator("obf_w050", skips=False)
+    assert count_params(with_skips) == count_params(plain)
+    plain.load_state_dict(with_skips.state_dict())  # same weights, different wiring
+    x = torch.rand(1, 3, 48, 64)
+    assert not torch.allclose(with_skips.eval()(x), plain.eval()(x))
+    assert plain(torch.rand(1, 3, 37, 51)).shape == (1, 3, 37, 51)
+
+
 def test_inverted_residual_uses_residual_only_when_shapes_match() -> None:
     same, down, wider = InvertedResidual(8, 8, 1), InvertedResidual(8, 8, 2), InvertedResidual(8, 16, 1)
     assert same.use_residual and not down.use_residual and not wider.use_residual

@@ -18,7 +18,11 @@ DEFAULT_STAGES: tuple[tuple[float, int, int, int], ...] = ((6, 16, 1, 1), (6, 24
 
 
 class MobileAutoencoder(nn.Module):
-    """Stem conv, inverted-residual encoder with stride-2 stages, then upsample+DS-conv decoder; sigmoid output."""
+    """Stem conv, inverted-residual encoder with stride-2 stages, upsample+DS-conv decoder with additive skips; sigmoid.
+
+    The additive skips (encoder feature of the same scale added after each upsampling block) cost no parameters
+    and let the network keep person shapes sharp; `skips=False` gives the plain bottleneck autoencoder.
+    """
 
     def __init__(
         self,
@@ -30,6 +34,7 @@ class MobileAutoencoder(nn.Module):
         decoder_blocks: int = 2,
         in_channels: int = 3,
         out_channels: int = 3,
+        skips: bool = True,
     ) -> None:
         super().__init__()
         if width <= 0 or depth <= 0:
@@ -39,8 +44,9 @@ class MobileAutoencoder(nn.Module):
         self.config: dict[str, Any] = dict(
             width=width, depth=depth, stem_channels=stem_channels, stem_stride=stem_stride,
             stages=[list(s) for s in stages], decoder_blocks=decoder_blocks,
-            in_channels=in_channels, out_channels=out_channels,
+            in_channels=in_channels, out_channels=out_channels, skips=skips,
         )
+        self.skips = skips
         ch = make_divisible(stem_channels * width)
         stem: list[nn.Module] = [ConvBNAct(in_channels, ch, 3, 2 if stem_stride >= 2 else 1)]
         if stem_stride == 4:
@@ -61,7 +67,10 @@ class MobileAutoencoder(nn.Module):
                 ch = out_ch
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = []
+        self._skip_from = [i for i, blk in enumerate(enc) if blk.stride == 2]  # encoder inputs kept for the skips
+        self._skip_to: list[int] = []  # decoder blocks whose output gets the matching encoder feature added
         for target in reversed(skips_ch):
+            self._skip_to.append(len(dec))
             dec.append(UpBlock(ch, target))
             dec += [InvertedResidual(target, target, 1, 4.0) for _ in range(max(0, decoder_blocks - 1))]
             ch = target
@@ -80,8 +89,24 @@ class MobileAutoencoder(nn.Module):
         s = self.total_stride
         # unconditional pad/crop (zero-width when divisible) keeps a traced ONNX graph valid at every size
         x = F.pad(x, (0, (-w) % s, 0, (-h) % s), mode="replicate")
-        y = self.head(self.decoder(self.encoder(self.stem(x))))
-        return torch.sigmoid(y[..., :h, :w])
+        if self.skips:
+            y = self._forward_skips(self.stem(x))
+        else:
+            y = self.decoder(self.encoder(self.stem(x)))
+        return torch.sigmoid(self.head(y)[..., :h, :w])
+
+    def _forward_skips(self, f: torch.Tensor) -> torch.Tensor:
+        """U-Net-like pass: each upsampling block's output plus the encoder feature of the same scale (additive)."""
+        kept: list[torch.Tensor] = []
+        for i, blk in enumerate(self.encoder):
+            if i in self._skip_from:
+                kept.append(f)
+            f = blk(f)
+        for i, blk in enumerate(self.decoder):
+            f = blk(f)
+            if i in self._skip_to:
+                f = f + kept.pop()
+        return f
 
 
 MODELS: Registry[MobileAutoencoder] = Registry("model")
