@@ -150,3 +150,20 @@ def test_info_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     out = capsys.readouterr().out
     assert "MACs at 160x100" in out and "yolox_nano" in out and "val_ap50: 0.9300" in out
     assert main(["info", "obf_paper", "--size", "big"]) == 2
+
+
+def test_export_drops_training_state(tmp_path: Path) -> None:
+    from silhouette.models import export_checkpoint, load_deobfuscator
+
+    obf, deobf = build_obfuscator("obf_w025"), build_deobfuscator("deobf_small")
+    src = save_checkpoint(tmp_path / "train.pt", obfuscator=obf, obfuscator_spec={"name": "obf_w025", "kwargs": {}},
+                          deobfuscator=deobf, deobfuscator_spec={"name": "deobf_small", "kwargs": {}},
+                          training_state={"opt_obf": torch.optim.AdamW(obf.parameters()).state_dict()})
+    out = export_checkpoint(src, tmp_path / "ship.pt")
+    ckpt = read_checkpoint(out)
+    assert "training_state" not in ckpt and "deobfuscator" in ckpt
+    x = torch.rand(1, 3, 24, 40)
+    assert torch.equal(load_obfuscator(out)(x), load_obfuscator(src)(x))
+    assert load_deobfuscator(out) is not None
+    slim = read_checkpoint(export_checkpoint(src, tmp_path / "slim.pt", keep_deobfuscator=False))
+    assert "deobfuscator" not in slim

@@ -101,3 +101,16 @@ def load_deobfuscator(path: str | Path, device: str | torch.device = "cpu") -> n
     if "deobfuscator" not in ckpt:
         raise SilhouetteError(f"checkpoint {path}: holds no deobfuscator (it was saved for deployment only)")
     return build_from_entry(ckpt["deobfuscator"], path).to(device).eval()
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, keep_deobfuscator: bool = True) -> Path:
+    """Copy a training checkpoint without its optimiser/RNG state (for shipping); written atomically."""
+    ckpt = read_checkpoint(src)
+    ckpt.pop("training_state", None)
+    if not keep_deobfuscator:
+        ckpt.pop("deobfuscator", None)
+    ckpt["exported_from"] = str(src)
+    dst = Path(dst)
+    with atomic_path(dst) as tmp:
+        torch.save(ckpt, tmp)
+    return dst
