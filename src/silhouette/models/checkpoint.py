@@ -34,7 +34,7 @@ def save_checkpoint(
     """Write a checkpoint atomically; `*_spec` = {"name": registry name, "kwargs": {...}} to rebuild the model."""
     ckpt: dict[str, Any] = {
         "format": FORMAT,
-        "obfuscator": {"spec": obfuscator_spec, "state_dict": _cpu_state(obfuscator)},
+        "obfuscator": {"spec": _with_arch(obfuscator_spec, obfuscator), "state_dict": _cpu_state(obfuscator)},
         "config": config or {},
         "epoch": epoch,
         "step": step,
@@ -42,13 +42,19 @@ def save_checkpoint(
         "input": {"range": [0.0, 1.0], "layout": "NCHW", "channels": "RGB"},
     }
     if deobfuscator is not None:
-        ckpt["deobfuscator"] = {"spec": deobfuscator_spec or {}, "state_dict": _cpu_state(deobfuscator)}
+        ckpt["deobfuscator"] = {"spec": _with_arch(deobfuscator_spec or {}, deobfuscator), "state_dict": _cpu_state(deobfuscator)}
     if training_state is not None:
         ckpt["training_state"] = training_state
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
     return path
+
+
+def _with_arch(spec: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """The spec plus the fully resolved constructor arguments, so a checkpoint outlives preset changes."""
+    arch = getattr(getattr(model, "module", model), "config", None)
+    return {**spec, "arch": dict(arch)} if arch is not None else dict(spec)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -74,8 +80,13 @@ def build_from_entry(entry: dict[str, Any], path: str | Path = "<checkpoint>") -
     """Rebuild a model from a checkpoint entry {"spec": ..., "state_dict": ...}."""
     from silhouette.models.autoencoder import build_model
 
+    from silhouette.models.autoencoder import MobileAutoencoder
+
     spec = entry.get("spec") or {}
-    model = build_model(spec.get("name", "autoencoder"), **spec.get("kwargs", {}))
+    if "arch" in spec:
+        model = MobileAutoencoder(**spec["arch"])
+    else:
+        model = build_model(spec.get("name", "autoencoder"), **spec.get("kwargs", {}))
     try:
         model.load_state_dict(entry["state_dict"])
     except (RuntimeError, KeyError) as exc:

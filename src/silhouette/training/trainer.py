@@ -288,7 +288,10 @@ class Trainer:
         state = ckpt.get("training_state")
         if not state or "deobfuscator" not in ckpt:
             raise SilhouetteError(f"--resume: {path} holds no training state (is it an exported checkpoint?)")
-        if ckpt["obfuscator"]["spec"] != self.obf_spec or ckpt["deobfuscator"]["spec"] != self.deobf_spec:
+        def same(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
+            return (saved.get("name"), saved.get("kwargs")) == (wanted["name"], wanted["kwargs"])
+
+        if not same(ckpt["obfuscator"]["spec"], self.obf_spec) or not same(ckpt["deobfuscator"]["spec"], self.deobf_spec):
             raise SilhouetteError(f"--resume: {path} was trained with other models than this config names")
         obf.load_state_dict(ckpt["obfuscator"]["state_dict"])
         deobf.load_state_dict(ckpt["deobfuscator"]["state_dict"])
