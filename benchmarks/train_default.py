@@ -70,6 +70,7 @@ def main() -> int:
     p.add_argument("--train-dir", default=None, help="training run folder, to report its time and throughput")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_default.json"))
+    p.add_argument("--summary", default=None, help="also write the JSON here (e.g. the shipped checkpoint's summary)")
     args = p.parse_args()
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
@@ -126,6 +127,8 @@ def main() -> int:
     result = {
         **_common.run_info(load_before, versions=_common.versions("python", "torch", "onnxruntime")),
         "checkpoint": os.path.relpath(ckpt_path, REPO),
+        "checkpoint_epoch": ckpt.get("epoch"),
+        "checkpoint_val_metrics": {k: v for k, v in (ckpt.get("metrics") or {}).items() if k.startswith("val_")},
         "model": ckpt["obfuscator"]["spec"],
         "params": count_params(obf),
         "macs_320x200": count_macs(obf, (200, 320)),
@@ -147,6 +150,8 @@ def main() -> int:
         "training": _training_summary(Path(args.train_dir) if args.train_dir else None),
     }
     write_json(args.out, result)
+    if args.summary:
+        write_json(args.summary, result)
 
     print(f"checkpoint {result['checkpoint']}  ({result['params'] / 1e6:.3f} M params, "
           f"{result['macs_320x200'] / 1e9:.2f} GMACs @320x200, {obf_ms:.0f} ms/frame CPU)")
