@@ -120,7 +120,7 @@ class AdversarialEngine:
             mse = F.mse_loss(rec.float(), x)
             det = self.detector.loss(o, targets)["loss"].float()
             loss = self.det_weight * det - lam * mse
-            stats.loss_obf, stats.loss_det, stats.mse_obf = float(loss), float(det), float(mse)
+            stats.loss_obf, stats.loss_det, stats.mse_obf = float(loss.detach()), float(det.detach()), float(mse.detach())
             check_loss("obfuscator loss", stats.loss_obf, self.max_loss)
             self._step(self.opt_obf, loss, self.obf)
         return stats, o.detach()
@@ -138,7 +138,7 @@ class AdversarialEngine:
         with self._autocast():
             rec = self.deobf(obfuscated.detach())
         loss = F.mse_loss(rec.float(), x)
-        value = float(loss)
+        value = float(loss.detach())
         check_loss("deobfuscator loss", value, self.max_loss)
         self._step(self.opt_deobf, loss, self.deobf)
         return value
@@ -149,7 +149,7 @@ class AdversarialEngine:
         with self._autocast():
             o = self.obf(x)
         loss = F.mse_loss(o.float(), warmup_target(x, target))
-        value = float(loss)
+        value = float(loss.detach())
         check_loss("warm-start loss", value, self.max_loss)
         self._step(self.opt_obf, loss, self.obf)
         return value, o.detach().float()
