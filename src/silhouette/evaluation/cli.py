@@ -135,12 +135,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
             from silhouette.detectors.onnx_zoo import ZOO
 
             dets = [d for d in available_detectors(include_torchvision=False)[0] if d in ZOO]
-    torch.set_grad_enabled(False)
     split = None if args.split == "all" else args.split
-    res = evaluate_obfuscator(
-        transform, data, split, dets, cameras=_csv(args.cameras), max_frames=args.max_frames, stride=args.stride,
-        batch_size=args.batch_size, label_threshold=args.label_threshold, progress=not args.no_progress,
-    )
+    # scoped, not global: the CLI also runs in-process (tests, notebooks) where later code needs autograd
+    with torch.no_grad():
+        res = evaluate_obfuscator(
+            transform, data, split, dets, cameras=_csv(args.cameras), max_frames=args.max_frames, stride=args.stride,
+            batch_size=args.batch_size, label_threshold=args.label_threshold, progress=not args.no_progress,
+        )
     res["obfuscation"] = what
     print(f"{what}")
     print(format_evaluation(res))
