@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -40,3 +41,12 @@ def pets_frames(shared: Path) -> dict[str, torch.Tensor]:
             pytest.fail(f"test frame {path} is missing from the shared weights folder", pytrace=False)
         frames[f"pets_{f}"] = read_image(path)
     return frames
+
+
+@pytest.fixture(autouse=True)
+def _autograd_stays_on() -> Iterator[None]:
+    """Fail the test that leaves autograd switched off: later tests in the same process would train nothing."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("this test (or the code it ran) left torch autograd disabled globally", pytrace=False)

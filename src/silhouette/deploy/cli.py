@@ -104,7 +104,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--server", required=True, metavar="URL", help="service base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--api-key-file", metavar="FILE", help="file whose first line is the API key (default: $SILHOUETTE_API_KEY)")
     p.add_argument("--camera-id", metavar="ID", help="camera id for the service's rolling counts (default: derived from the source)")
-    p.add_argument("--format", default="jpg", choices=["jpg", "png"], help="encoding of the frames sent (default jpg)")
+    p.add_argument(
+        "--format",
+        default="png",
+        choices=["png", "jpg"],
+        help="encoding of the frames sent (default png: JPEG artefacts on obfuscated frames shift the cloud's counts)",
+    )
     p.add_argument("--quality", type=_quality, default=90, metavar="Q", help="JPEG quality 1-100 (default 90)")
     p.add_argument("--retries", type=int, default=4, metavar="N", help="retries per frame when the server is unreachable (default 4)")
     p.add_argument("--backoff", type=float, default=0.25, metavar="S", help="first retry delay in seconds, doubled each retry (default 0.25)")
