@@ -32,6 +32,7 @@ def person_ap(preds: Sequence[Detections], targets: Sequence[Detections]) -> dic
     # each caller (or DDP rank) scores its own frames: no cross-process sync, which would hang a lone rank
     # a crowded frame can exceed COCO's 100-detection cap; keep the standard protocol, skip the warning
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval", max_detection_thresholds=[1, 10, 100], sync_on_compute=False)
+    metric.warn_on_many_detections = False
     metric.update([_as_metric_dict(p, True) for p in preds], [_as_metric_dict(t, False) for t in targets])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
