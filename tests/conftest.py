@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -50,3 +50,18 @@ def _autograd_stays_on() -> Iterator[None]:
     if not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("this test (or the code it ran) left torch autograd disabled globally", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pets_every(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Callable[[int], Path]:
+    """Factory: the PETS footage prepared at 320x200 keeping every N-th frame, built once per N per session."""
+    from silhouette.data import prepare_dataset
+
+    built: dict[int, Path] = {}
+
+    def get(every: int) -> Path:
+        if every not in built:
+            built[every] = prepare_dataset("pets2009", tmp_path_factory.mktemp(f"pets_every{every}") / "pets", every=every, progress=False)
+        return built[every]
+
+    return get

@@ -19,11 +19,9 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def pets_eval(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
+def pets_eval(pets_every: Callable[[int], Path]) -> Path:
     """Every 20th PETS frame (40 frames; the test split holds 8, all with human GT)."""
-    from silhouette.data import prepare_dataset
-
-    return prepare_dataset("pets2009", tmp_path_factory.mktemp("pets_eval") / "pets", every=20, progress=False)
+    return pets_every(20)
 
 
 def make_checkpoint(path: Path, obfuscator: str = "obf_paper", detector: str = "fastestdet", deobfuscator: bool = True,

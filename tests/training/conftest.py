@@ -23,11 +23,9 @@ def _two_threads() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def pets_train(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
+def pets_train(pets_every: Callable[[int], Path]) -> Path:
     """Every 40th PETS frame (20 frames: 14 train, 2 val, 4 test), 320x200 with GT."""
-    from silhouette.data import prepare_dataset
-
-    return prepare_dataset("pets2009", tmp_path_factory.mktemp("pets_train") / "pets", every=40, progress=False)
+    return pets_every(40)
 
 
 @pytest.fixture()
