@@ -450,8 +450,6 @@ def create_app(
         n = len(dets)
         metrics.images.inc()
         metrics.people.inc(n)
-        if camera_id is not None:
-            counts.add(camera_id, n)
         return DetectResult(
             boxes=[[round(float(v), 2) for v in b] for b in dets.boxes.tolist()],
             scores=[round(float(s), 4) for s in dets.scores.tolist()],
@@ -480,7 +478,10 @@ def create_app(
         data = await uploads(request, single=True)
         if len(data) != 1:
             raise HTTPException(400, f"send exactly one image to /v1/detect (got {len(data)}); use /v1/detect/batch for several")
-        return await detect_one(data[0], camera_id, "/v1/detect")
+        result = await detect_one(data[0], camera_id, "/v1/detect")
+        if camera_id is not None:
+            counts.add(camera_id, result.count)
+        return result
 
     @app.post(
         "/v1/detect/batch", response_model=list[DetectResult], responses=errors_doc, dependencies=[key_scheme],
@@ -498,6 +499,10 @@ def create_app(
                 raise HTTPException(res.status_code, f"image {i}: {res.detail}")
             if isinstance(res, BaseException):
                 raise res
+        # recorded here, in upload order and only for a fully good batch: the frames above finish in any order
+        if camera_id is not None:
+            for res in results:
+                counts.add(camera_id, res.count)  # type: ignore[union-attr]
         return list(results)  # type: ignore[arg-type]
 
     @app.get(
