@@ -11,6 +11,7 @@ ENV_SHARED = "SILHOUETTE_SHARED"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
+DEFAULT_CHECKPOINT = ASSETS_DIR / "obfuscator_default.pt"  # what every command uses without --checkpoint
 
 
 def shared_dir(required: bool = True) -> Path:

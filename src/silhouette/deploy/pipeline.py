@@ -12,10 +12,9 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from silhouette.errors import SilhouetteError
-from silhouette.paths import ASSETS_DIR
+from silhouette.paths import DEFAULT_CHECKPOINT
 
 DEFAULT_SIZE = (320, 200)  # (W, H): the paper's frame size
-DEFAULT_CHECKPOINT = ASSETS_DIR / "obfuscator_default.pt"
 BACKENDS = ("onnx", "onnx-int8", "torch")
 IMAGE_FORMATS = ("png", "jpg")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v"}

@@ -12,10 +12,9 @@ from torch import nn
 
 from silhouette.errors import SilhouetteError
 from silhouette.fileio import atomic_path
-from silhouette.paths import ASSETS_DIR
+from silhouette.paths import DEFAULT_CHECKPOINT
 
 FORMAT = "silhouette-checkpoint/1"
-DEFAULT_CHECKPOINT = ASSETS_DIR / "obfuscator_default.pt"
 
 
 def save_checkpoint(

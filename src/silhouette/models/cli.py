@@ -20,25 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_info)
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    from silhouette.errors import SilhouetteError
-
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise SilhouetteError(f"--size {text!r}: expected WxH, e.g. 320x200") from exc
-    if w < 1 or h < 1:
-        raise SilhouetteError(f"--size {text!r}: width and height must be positive")
-    return w, h
-
-
 def _info(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from silhouette.data.sources import parse_size
     from silhouette.models import MODELS, build_model, count_macs, count_params
     from silhouette.models.checkpoint import DEFAULT_CHECKPOINT, build_from_entry, read_checkpoint
 
-    w, h = _parse_size(args.size)
+    w, h = parse_size(args.size)
     if args.target == "list":
         for name in MODELS.names():
             m = build_model(name)
