@@ -23,12 +23,37 @@ from silhouette.models.blocks import InvertedResidual
 torch.set_num_threads(2)
 
 
-def test_default_obfuscator_matches_paper_size() -> None:
-    """Paper Table 4: 0.154 M params, 1.384 GMACs at 320x200; the default must be within ±25%."""
-    m = build_obfuscator()
+@pytest.mark.parametrize("name", [None, "obf_paper", "obf_fast"])
+def test_paper_size_presets_match_paper_size(name: str | None) -> None:
+    """Paper Table 4: 0.154 M params, 1.384 GMACs at 320x200; the default and the paper-size presets within ±25%."""
+    m = build_obfuscator() if name is None else build_obfuscator(name)
     params, macs = count_params(m), count_macs(m, (200, 320))
     assert 0.154e6 * 0.75 <= params <= 0.154e6 * 1.25, params
     assert 1.384e9 * 0.75 <= macs <= 1.384e9 * 1.25, macs
+
+
+def test_fast_preset_moves_work_off_full_resolution() -> None:
+    """obf_fast keeps the MAC budget but spends less of it at full resolution than obf_paper (why it runs faster)."""
+    def full_res_macs(model: torch.nn.Module) -> int:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        total = 0
+        x = torch.zeros(1, 3, 200, 320)
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.register_forward_hook(lambda m, i, o: seen.append((m, o.shape[-2:])))
+        seen: list = []
+        with torch.no_grad():
+            model.eval()(x)
+        for m, hw in seen:
+            if tuple(hw) == (200, 320):
+                k = m.kernel_size[0] * m.kernel_size[1]
+                total += hw[0] * hw[1] * m.out_channels * (m.in_channels // m.groups) * k
+        return total
+
+    paper, fast = build_obfuscator("obf_paper"), build_obfuscator("obf_fast")
+    assert full_res_macs(fast) < 0.5 * full_res_macs(paper)
+    assert count_macs(fast, (200, 320)) > 0.8 * count_macs(paper, (200, 320))
 
 
 def test_width_presets_are_smaller_and_macs_scale_with_area() -> None:

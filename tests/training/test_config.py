@@ -37,6 +37,7 @@ def test_paper_preset_is_the_papers_recipe() -> None:
         ({"data": {"crop": "big"}}, "data.crop: expected a list"),
         ({"train": {"alternate": "sometimes"}}, "train.alternate"),
         ({"train": {"warmup_target": "blur"}}, "train.warmup_target"),
+        ({"train": {"blank_weight": -1}}, "train.blank_weight: must be >= 0"),
         ({"train": 3}, "train: expected a mapping"),
     ],
 )

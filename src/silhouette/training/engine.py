@@ -82,6 +82,7 @@ class AdversarialEngine:
         opt_deobf: torch.optim.Optimizer,
         det_weight: float = 1.0,
         grad_clip: float = 0.0,
+        blank_weight: float = 0.0,
         max_loss: float = 1e4,
         device: torch.device | str = "cpu",
         amp: bool = False,
@@ -89,6 +90,7 @@ class AdversarialEngine:
         self.obf, self.deobf, self.detector = obfuscator, deobfuscator, detector
         self.opt_obf, self.opt_deobf = opt_obf, opt_deobf
         self.det_weight, self.grad_clip, self.max_loss = det_weight, grad_clip, max_loss
+        self.blank_weight = blank_weight
         self.device = torch.device(device)
         self.amp = amp and self.device.type == "cuda"
 
@@ -106,7 +108,7 @@ class AdversarialEngine:
         opt.step()
 
     def obfuscator_step(self, x: torch.Tensor, targets: list[Detections], lam: float) -> tuple[StepStats, torch.Tensor]:
-        """Minimise det_weight·L_det(obf(X), Y) − λ·MSE(deobf(obf(X)), X); deobfuscator and detector untouched."""
+        """Minimise det_weight·L_det(obf(X), Y) − λ·MSE(deobf(obf(X)), X) + β·|obf(X) − ½|; deobf and detector untouched."""
         self.obf.train()
         stats = StepStats()
         with self._autocast():
@@ -120,6 +122,11 @@ class AdversarialEngine:
             mse = F.mse_loss(rec.float(), x)
             det = self.detector.loss(o, targets)["loss"].float()
             loss = self.det_weight * det - lam * mse
+            if self.blank_weight > 0:
+                # the silhouette prior: every pixel the detector does not need is pulled to flat grey, so the
+                # output carries no scene detail for a post-hoc attacker to invert (λ·MSE alone only fools
+                # the co-trained deobfuscator, and an invertible colour remap satisfies it)
+                loss = loss + self.blank_weight * (o - 0.5).abs().mean()
             stats.loss_obf, stats.loss_det, stats.mse_obf = float(loss.detach()), float(det.detach()), float(mse.detach())
             check_loss("obfuscator loss", stats.loss_obf, self.max_loss)
             self._step(self.opt_obf, loss, self.obf)

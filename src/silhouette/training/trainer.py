@@ -276,7 +276,7 @@ class Trainer:
         self.deobf = wrap(deobf, self.dist, self.device)
         self.engine = AdversarialEngine(
             self.obf, self.deobf, self.detector, self.opt_obf, self.opt_deobf,
-            det_weight=t.det_weight, grad_clip=t.grad_clip, max_loss=t.max_loss, device=self.device, amp=t.amp,
+            det_weight=t.det_weight, blank_weight=t.blank_weight, grad_clip=t.grad_clip, max_loss=t.max_loss, device=self.device, amp=t.amp,
         )
         if self.dist.is_main:
             save_config(cfg, self.out / "config.yaml")
