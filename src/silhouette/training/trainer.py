@@ -234,7 +234,9 @@ class Trainer:
             prepare_dataset(cfg.data.dataset, root, progress=self.progress)
         barrier()
         self.root = root
-        self.detector = create_detector(cfg.detector.spec)
+        # the differentiable detector runs beside the networks (on the GPU when training there); the AP detector
+        # below keeps its exact onnxruntime path on the CPU
+        self.detector = create_detector(cfg.detector.spec, device=str(self.device))
         # AP needs the whole precision-recall curve: predictions down to a low score, as in COCO evaluation
         self.eval_detector = create_detector(cfg.detector.eval_spec or cfg.detector.spec, conf_threshold=cfg.eval.conf_threshold)
         self.train_frames = load_frames(root, cfg.data.train_split, cfg.data.frame_stride, cfg.data.max_train_frames)
