@@ -15,6 +15,8 @@ DESCRIPTION = textwrap.dedent(
 
     Methods (--methods, comma-separated):
       ours            the obfuscator of --checkpoint (default: the shipped one)
+      ours:LABEL=PATH another obfuscator checkpoint, in a row named ours:LABEL (repeat with other
+                      labels to compare several trained obfuscators in one scorecard)
       clean           unmodified frames (the reference: everything leaks)
       blur[:SIGMA]  noise[:FACTOR]  quantize[:LEVELS]  pixelate[:BLOCK]
                       classic baselines of `silhouette evaluate --baseline`; default parameters
@@ -25,7 +27,9 @@ DESCRIPTION = textwrap.dedent(
       reconstruction  the obfuscation is frozen; a fresh U-Net (far more parameters than our
                       training-time deobfuscator) learns obfuscated -> original from scratch with
                       Adam on MSE on the train split, and is scored on the test split with PSNR
-                      and SSIM. Same recipe for every method; resumable from --out/attackers/.
+                      and SSIM, on whole frames and on ground-truth person boxes only, beside the
+                      zero-information floor (the mean train frame: on a static camera the background
+                      is public). Same recipe for every method; resumable from --out/attackers/.
       faces           Haar cascades (OpenCV < 5) and/or MTCNN (facenet-pytorch) find faces on the
                       clean Intel face clips at their native 480x270; reported is the fraction found
                       again (a detection with IoU >= 0.3) on obfuscated and on reconstructed frames.
@@ -57,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="person AP50/count MAE per method: a JSON {method: {ap50, count_mae}}, or METHOD=path to a "
                         "`silhouette evaluate` evaluation.json (repeatable)")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                   help="where the attackers and our obfuscator run (default: auto = cuda if available); "
+                        "face detectors stay on the CPU")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=attack_command)
 

@@ -93,6 +93,7 @@ class MTCNNFaceDetector:
     """MTCNN (Zhang et al.) from facenet-pytorch, with the P/R/O-net weights its wheel ships."""
 
     name = "mtcnn"
+    thread_safe = True  # inference only, no state kept between calls
 
     def __init__(self, min_prob: float = 0.9, min_face_size: int = 12) -> None:
         try:
@@ -155,9 +156,20 @@ def refound(reference: Sequence[np.ndarray], found: Sequence[np.ndarray], iou: f
     return {"reference_faces": total, "found_again": hits, "fraction": hits / total if total else math.nan}
 
 
-def detect_all(detector: FaceDetector, frames: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Face boxes of every frame."""
-    return [detector.detect(f) for f in frames]
+def detect_all(detector: FaceDetector, frames: Sequence[torch.Tensor], workers: int = 0) -> list[np.ndarray]:
+    """Face boxes of every frame, in order; frames are spread over `workers` threads (0 = from torch's thread count).
+
+    The detectors run on the CPU even when the attackers use a GPU, so on a many-core machine the frames of a
+    detector marked `thread_safe` (MTCNN: stateless torch inference) are searched in parallel; Haar cascades
+    share state between calls and parallelise inside OpenCV instead. With one torch thread this is a plain loop.
+    """
+    workers = workers or min(8, max(1, torch.get_num_threads() // 2))
+    if workers <= 1 or len(frames) <= 1 or not getattr(detector, "thread_safe", False):
+        return [detector.detect(f) for f in frames]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(detector.detect, frames))
 
 
 def face_exposure(
@@ -165,9 +177,14 @@ def face_exposure(
     clean: Sequence[torch.Tensor],
     variants: Mapping[str, Sequence[torch.Tensor]],
     iou: float = DEFAULT_IOU,
+    reference: Sequence[np.ndarray] | None = None,
 ) -> dict[str, object]:
-    """Fraction of clean-frame faces found again in each variant (e.g. 'obfuscated', 'reconstructed')."""
-    reference = detect_all(detector, clean)
+    """Fraction of clean-frame faces found again in each variant (e.g. 'obfuscated', 'reconstructed').
+
+    `reference` = this detector's boxes on `clean`, when already known (they do not depend on the method).
+    """
+    if reference is None:
+        reference = detect_all(detector, clean)
     out: dict[str, object] = {"detector": detector.name, "iou_threshold": iou, "frames": len(clean),
                               "reference_faces": int(sum(len(r) for r in reference))}
     for name, frames in variants.items():
@@ -204,8 +221,13 @@ def run_face_attack(
     transform: Callable[[torch.Tensor], torch.Tensor],
     reconstructor: Callable[[torch.Tensor], torch.Tensor] | None = None,
     iou: float = DEFAULT_IOU,
+    references: dict[str, list[np.ndarray]] | None = None,
 ) -> dict[str, object]:
-    """Per detector: fraction of clean faces found again on obfuscated and (if given) reconstructed frames, all clips pooled."""
+    """Per detector: fraction of clean faces found again on obfuscated and (if given) reconstructed frames, all clips pooled.
+
+    `references` (detector name -> clean-frame boxes, kept by the caller across methods for the same clips) is
+    filled on first use, so the clean frames are searched once per run instead of once per method.
+    """
     clean = [f for frames in clips.values() for f in frames]
     with torch.no_grad():
         obf = [transform(f.unsqueeze(0)).clamp(0, 1)[0] for f in clean]
@@ -216,6 +238,9 @@ def run_face_attack(
             variants["reconstructed"] = [reconstructor(o.unsqueeze(0))[0] for o in obf]
     res: dict[str, object] = {"clips": list(clips), "resolution": "x".join(map(str, clean[0].shape[:0:-1])),
                               "iou_threshold": iou}
+    references = {} if references is None else references
     for det in detectors:
-        res[det.name] = face_exposure(det, clean, variants, iou)
+        if det.name not in references:
+            references[det.name] = detect_all(det, clean)
+        res[det.name] = face_exposure(det, clean, variants, iou, references[det.name])
     return res

@@ -12,7 +12,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -204,6 +204,7 @@ def train_attacker(
     method: str = "method",
     progress: bool = True,
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[AttackerUNet, list[dict[str, float]]]:
     """Train a fresh attacker on (transform(x), x) random crops; resumes from `checkpoint` if it holds the same recipe.
 
@@ -211,6 +212,8 @@ def train_attacker(
 
     Returns the model (eval mode) and the per-epoch history [{epoch, loss, psnr}] (train-crop MSE and its PSNR).
     `pairs` = precomputed (clean, obfuscated) uint8 stacks, to skip running the transform again.
+    On `device` the uint8 stacks are moved there once and every crop is cut there (no per-step host copies);
+    the crop positions come from a CPU generator, so CPU and GPU runs see the same crops.
     """
     from tqdm import tqdm
 
@@ -222,9 +225,11 @@ def train_attacker(
     clean, obf = pairs
     if recipe.max_train_frames:
         clean, obf = clean[: recipe.max_train_frames], obf[: recipe.max_train_frames]
+    device = torch.device(device)
+    clean, obf = clean.to(device), obf.to(device)
     n, _, H, W = clean.shape
     ch, cw = min(recipe.crop[0], H), min(recipe.crop[1], W)
-    model = recipe.build()
+    model = recipe.build().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     history: list[dict[str, float]] = []
     start = 0
@@ -249,24 +254,29 @@ def train_attacker(
     for epoch in range(start, recipe.epochs):
         model.train()
         order = torch.randperm(n * recipe.crops_per_frame, generator=gen) % n
-        total, count = 0.0, 0
+        # summed on the device in float64 (the same arithmetic as a Python float) so GPU steps need no sync
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
         for s in range(steps_per_epoch):
             idx = order[s * recipe.batch_size : (s + 1) * recipe.batch_size]
             if len(idx) == 0:
                 continue
             ys = torch.randint(0, H - ch + 1, (len(idx),), generator=gen)
             xs = torch.randint(0, W - cw + 1, (len(idx),), generator=gen)
-            x = torch.stack([obf[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in zip(idx, ys, xs)]).float() / 255
-            t = torch.stack([clean[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in zip(idx, ys, xs)]).float() / 255
+            # plain ints: slicing a device tensor with CPU scalars would sync on every crop
+            at = list(zip(idx.tolist(), ys.tolist(), xs.tolist()))
+            x = torch.stack([obf[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in at]).float() / 255
+            t = torch.stack([clean[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in at]).float() / 255
             loss = F.mse_loss(model(x), t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach().double() * len(idx)
             count += len(idx)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, mse=f"{float(loss.detach()):.4f}")
-        mse = total / max(count, 1)
+            if progress:
+                bar.set_postfix(epoch=epoch + 1, mse=f"{float(loss.detach()):.4f}")
+        mse = float(total) / max(count, 1)
         history.append({"epoch": epoch + 1, "loss": mse, "psnr": 10 * math.log10(1 / max(mse, 1e-12))})
         if ckpt is not None:
             save_attacker(ckpt, _checkpoint_state(model, opt, epoch + 1, history, recipe, method))
@@ -274,17 +284,124 @@ def train_attacker(
     return model.eval(), history
 
 
-def reconstruct(model: nn.Module, obfuscated: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
-    """Attacker output for a [N,3,H,W] batch (float [0,1] or uint8), in float [0,1]."""
-    if obfuscated.dtype == torch.uint8:
-        obfuscated = obfuscated.float() / 255
-    check_image(obfuscated)
+def reconstruct(model: nn.Module, obfuscated: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Attacker output for a [N,3,H,W] batch (float [0,1] or uint8), in float [0,1], on the CPU.
+
+    Runs on the model's device (batches of 4 on CPU, 32 on a GPU) and returns CPU tensors.
+    """
+    device = next(model.parameters()).device
+    batch_size = batch_size or (4 if device.type == "cpu" else 32)
+    check_image(obfuscated[:1].float() if obfuscated.dtype == torch.uint8 else obfuscated)
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(obfuscated), batch_size):
-            out.append(model(obfuscated[i : i + batch_size]))
+            x = obfuscated[i : i + batch_size].to(device)
+            out.append(model(x.float() / 255 if x.dtype == torch.uint8 else x).cpu())
     return torch.cat(out)
+
+
+def person_mask(boxes: torch.Tensor | np.ndarray | Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """HxW bool mask of the union of xyxy boxes (frame pixels; every pixel a box touches counts)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        c0, r0 = max(int(math.floor(x1)), 0), max(int(math.floor(y1)), 0)
+        c1, r1 = min(int(math.ceil(x2)), width), min(int(math.ceil(y2)), height)
+        if c1 > c0 and r1 > r0:
+            mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def region_similarity(original: torch.Tensor, other: torch.Tensor, mask: np.ndarray) -> dict[str, float] | None:
+    """PSNR and SSIM of two [3,H,W] [0,1] frames restricted to `mask` (None when the mask is empty).
+
+    PSNR is scikit-image's on the masked pixels; SSIM is the mean of scikit-image's SSIM map (same settings
+    as `evaluation.metrics.similarity`: Gaussian sigma 1.5, data range 1) over the masked pixels.
+    """
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    if not mask.any():
+        return None
+    a = original.detach().float().cpu().numpy().transpose(1, 2, 0).astype(np.float64)
+    b = other.detach().float().cpu().numpy().transpose(1, 2, 0).astype(np.float64)
+    _, smap = structural_similarity(a, b, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                    use_sample_covariance=False, full=True)
+    am, bm = a[mask], b[mask]
+    psnr = float("inf") if np.array_equal(am, bm) else float(peak_signal_noise_ratio(am, bm, data_range=1.0))
+    return {"psnr": psnr, "ssim": float(smap[mask].mean()), "pixels": int(mask.sum())}
+
+
+def _mean(rows: Sequence[Mapping[str, float] | None], key: str) -> float:
+    vals = np.array([r[key] for r in rows if r is not None], dtype=float)
+    vals = vals[np.isfinite(vals)]  # PSNR is inf on an exact copy
+    return float(vals.mean()) if len(vals) else float("inf")
+
+
+def _map_frames(fn: Callable[[int], Any], n: int, workers: int) -> list[Any]:
+    # scikit-image metrics dominate the evaluation on a GPU machine; threads overlap the parts that drop the GIL
+    if workers <= 1 or n <= 1:
+        return [fn(i) for i in range(n)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, range(n)))
+
+
+def score_frames(
+    clean: torch.Tensor,
+    others: torch.Tensor,
+    boxes: Sequence[Any] | None = None,
+    prefix: str = "",
+    workers: int = 0,
+) -> dict[str, float]:
+    """Mean PSNR/SSIM/MSE/NMI of `others` vs `clean` frames (uint8 or float [N,3,H,W], or one [3,H,W] for all).
+
+    With per-frame GT `boxes`, also `person_psnr`/`person_ssim` over the pixels of the person boxes (frames
+    without a person are skipped; `person_frames` counts the rest). Keys carry `prefix`.
+    """
+    from silhouette.evaluation.metrics import similarity
+
+    def as_float(x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255 if x.dtype == torch.uint8 else x
+
+    n = len(clean)
+    shared = others.ndim == 3  # one frame (the scene prior) against every clean frame
+    if not shared and len(others) != n:
+        raise SilhouetteError(f"score_frames: {n} clean frames but {len(others)} to compare")
+    if boxes is not None and len(boxes) != n:
+        raise SilhouetteError(f"score_frames: {n} frames but boxes for {len(boxes)}")
+    H, W = clean.shape[-2:]
+
+    def one(i: int) -> tuple[dict[str, float], dict[str, float] | None]:
+        c, o = as_float(clean[i]), as_float(others if shared else others[i])
+        region = region_similarity(c, o, person_mask(boxes[i], H, W)) if boxes is not None else None
+        return similarity(c, o), region
+
+    workers = workers or min(8, max(1, torch.get_num_threads()))
+    pairs = _map_frames(one, n, workers)
+    whole = [p[0] for p in pairs]
+    out = {f"{prefix}{k}": _mean(whole, k) for k in ("psnr", "ssim", "mse", "nmi")}
+    if boxes is not None:
+        regions = [p[1] for p in pairs]
+        out[f"{prefix}person_psnr"] = _mean(regions, "psnr")
+        out[f"{prefix}person_ssim"] = _mean(regions, "ssim")
+        out[f"{prefix}person_frames"] = sum(r is not None for r in regions)
+    return out
+
+
+def scene_prior_floor(train_frames: torch.Tensor, test_frames: torch.Tensor, test_boxes: Sequence[Any] | None = None,
+                      workers: int = 0) -> dict[str, Any]:
+    """Scores of the zero-information attacker: the per-pixel mean train frame output for every test frame.
+
+    On a static camera this needs nothing from the obfuscated frame, so a reconstruction is only informative
+    where it beats these numbers (uint8 or float [N,3,H,W] stacks; the mean is taken in float64).
+    """
+    if len(train_frames) == 0 or len(test_frames) == 0:
+        raise SilhouetteError("scene prior: no train or test frames")
+    mean = train_frames.double().mean(0)
+    mean = (mean / 255 if train_frames.dtype == torch.uint8 else mean).float()
+    return {**score_frames(test_frames, mean, test_boxes, workers=workers), "train_frames": len(train_frames),
+            "test_frames": len(test_frames), "what": "per-pixel mean of the train frames, output for every test frame"}
 
 
 def evaluate_attacker(
@@ -292,27 +409,20 @@ def evaluate_attacker(
     transform: Transform,
     test_frames: Sequence[torch.Tensor] | torch.Tensor,
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    boxes: Sequence[Any] | None = None,
+    workers: int = 0,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Mean PSNR/SSIM (and MSE, NMI) of reconstructions and of the obfuscated frames themselves vs the originals.
 
-    Returns (metrics, reconstructions [N,3,H,W] float).
+    With per-frame GT person `boxes` the reconstructions are also scored on person pixels only
+    (`person_psnr`, `person_ssim`): on a static camera the background is public, people are the question.
+    Returns (metrics, reconstructions [N,3,H,W] float, CPU).
     """
-    from silhouette.evaluation.metrics import similarity
-
     clean, obf = pairs if pairs is not None else obfuscate_frames(transform, list(test_frames))
     rec = reconstruct(model, obf)
-    clean_f, obf_f = clean.float() / 255, obf.float() / 255
-    rows_rec = [similarity(c, r) for c, r in zip(clean_f, rec)]
-    rows_obf = [similarity(c, o) for c, o in zip(clean_f, obf_f)]
-
-    def mean(rows: list[dict[str, float]], key: str) -> float:
-        vals = np.array([r[key] for r in rows], dtype=float)
-        vals = vals[np.isfinite(vals)]  # PSNR is inf on an exact copy
-        return float(vals.mean()) if len(vals) else float("inf")
-
-    metrics = {f"{k}": mean(rows_rec, k) for k in ("psnr", "ssim", "mse", "nmi")}
-    metrics.update({f"obfuscated_{k}": mean(rows_obf, k) for k in ("psnr", "ssim", "mse", "nmi")})
-    metrics["n_frames"] = len(rows_rec)
+    metrics = score_frames(clean, rec, boxes, workers=workers)
+    metrics.update(score_frames(clean, obf, prefix="obfuscated_", workers=workers))
+    metrics["n_frames"] = len(rec)
     return metrics, rec
 
 
@@ -325,15 +435,22 @@ def run_reconstruction_attack(
     method: str = "method",
     progress: bool = True,
     reference_params: int | None = None,
+    device: str | torch.device = "cpu",
+    test_boxes: Sequence[Any] | None = None,
 ) -> tuple[dict[str, Any], AttackerUNet]:
-    """Train (or resume) the attacker on train frames and score it on test frames; the result records the recipe."""
+    """Train (or resume) the attacker on train frames and score it on test frames; the result records the recipe.
+
+    `test_boxes` (GT person boxes per test frame) add the person-region scores; `device` runs the attacker.
+    """
     from itertools import islice
 
     recipe = recipe or ReconstructionRecipe()
     test = list(islice(test_frames, recipe.max_test_frames))
+    if test_boxes is not None:
+        test_boxes = list(test_boxes)[: len(test)]
     train_pairs = obfuscate_frames(transform, islice(train_frames, recipe.max_train_frames))
-    model, history = train_attacker(transform, [], recipe, checkpoint, method, progress, pairs=train_pairs)
-    metrics, _ = evaluate_attacker(model, transform, test)
+    model, history = train_attacker(transform, [], recipe, checkpoint, method, progress, pairs=train_pairs, device=device)
+    metrics, _ = evaluate_attacker(model, transform, test, boxes=test_boxes)
     params = count_params(model)
     result: dict[str, Any] = {
         "method": method,

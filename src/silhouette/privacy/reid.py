@@ -150,7 +150,7 @@ QUICK_REID = ReIDRecipe(width=16, epochs=3)
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     # horizontal flips and small shifts: the same person seen a few pixels off or walking the other way
-    flip = torch.rand(len(x), generator=gen) < 0.5
+    flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     pad = 3
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
@@ -158,8 +158,12 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
 
 
-def train_reid(crops: CropSet, recipe: ReIDRecipe | None = None, progress: bool = True, desc: str = "re-ID attacker") -> tuple[ReIDNet, list[dict[str, float]]]:
-    """Train the embedding CNN by identity classification on `crops`; returns (model in eval mode, per-epoch history)."""
+def train_reid(crops: CropSet, recipe: ReIDRecipe | None = None, progress: bool = True, desc: str = "re-ID attacker",
+               device: str | torch.device = "cpu") -> tuple[ReIDNet, list[dict[str, float]]]:
+    """Train the embedding CNN by identity classification on `crops`; returns (model in eval mode, per-epoch history).
+
+    On `device` the crops live there for the whole run; augmentation draws stay on a CPU generator (same as CPU runs).
+    """
     from tqdm import tqdm
 
     recipe = recipe or ReIDRecipe()
@@ -167,10 +171,12 @@ def train_reid(crops: CropSet, recipe: ReIDRecipe | None = None, progress: bool 
     if len(classes) < 2:
         raise SilhouetteError(f"re-ID training needs at least 2 identities, got {len(classes)}")
     lookup = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([lookup[int(i)] for i in crops.ids], dtype=torch.long)
+    device = torch.device(device)
+    labels = torch.tensor([lookup[int(i)] for i in crops.ids], dtype=torch.long).to(device)
+    images = crops.crops.to(device)
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
-    model = ReIDNet(len(classes), recipe.embedding_dim, recipe.width)
+    model = ReIDNet(len(classes), recipe.embedding_dim, recipe.width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     n = len(crops)
     steps = math.ceil(n / recipe.batch_size)
@@ -179,20 +185,24 @@ def train_reid(crops: CropSet, recipe: ReIDRecipe | None = None, progress: bool 
     for epoch in range(recipe.epochs):
         model.train()
         order = torch.randperm(n, generator=gen)
-        total = correct = 0.0
+        # accumulated on the device in float64 (a Python float's arithmetic), read once per epoch
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
         for s in range(steps):
             idx = order[s * recipe.batch_size : (s + 1) * recipe.batch_size]
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
-            x = _augment(crops.crops[idx].float() / 255, gen)
+            didx = idx.to(device)
+            x = _augment(images[didx].float() / 255, gen)
             logits = model(x)
-            loss = F.cross_entropy(logits, labels[idx])
+            loss = F.cross_entropy(logits, labels[didx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
-            correct += float((logits.argmax(1) == labels[idx]).sum())
+            total += loss.detach().double() * len(idx)
+            correct += (logits.argmax(1) == labels[didx]).sum().double()
             bar.update(1)
+        total, correct = float(total), float(correct)
         history.append({"epoch": epoch + 1, "loss": total / n, "train_acc": correct / n})
         bar.set_postfix(epoch=epoch + 1, loss=f"{total / n:.3f}")
     bar.close()
@@ -200,12 +210,13 @@ def train_reid(crops: CropSet, recipe: ReIDRecipe | None = None, progress: bool 
 
 
 def embed(model: ReIDNet, crops: CropSet, batch_size: int = 256) -> torch.Tensor:
-    """Embeddings [N, D] of a crop set."""
+    """Embeddings [N, D] of a crop set, computed on the model's device, returned on the CPU."""
+    device = next(model.parameters()).device
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(crops), batch_size):
-            out.append(model.embed(crops.crops[i : i + batch_size].float() / 255))
+            out.append(model.embed(crops.crops[i : i + batch_size].to(device).float() / 255).cpu())
     return torch.cat(out) if out else torch.zeros(0, model.classifier.in_features)
 
 
@@ -281,20 +292,29 @@ def run_reid_attack(
     progress: bool = True,
     gallery_fraction: float = 0.3,
     gap_frames: int = 10,
+    device: str | torch.device = "cpu",
+    cache: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], ReIDNet]:
-    """Both threat models for one method. Returns (results, clean-trained model) so the clean model can be reused."""
+    """Both threat models for one method. Returns (results, clean-trained model) so the clean model can be reused.
+
+    `cache` (a dict kept by the caller across methods of the same items) holds the clean crops, cut once.
+    """
     recipe = recipe or ReIDRecipe()
+    cache = {} if cache is None else cache
 
     def quantised(x: torch.Tensor) -> torch.Tensor:
         # what leaves the camera is an 8-bit image
         return torch.round(transform(x).clamp(0, 1) * 255) / 255
 
-    train_clean = extract_crops(train_items, None, recipe.crop)
-    test_clean = extract_crops(test_items, None, recipe.crop)
+    if cache.get("crop") != recipe.crop:
+        cache.clear()
+        cache.update(crop=recipe.crop, train=extract_crops(train_items, None, recipe.crop),
+                     test=extract_crops(test_items, None, recipe.crop))
+    train_clean, test_clean = cache["train"], cache["test"]
     test_obf = extract_crops(test_items, quantised, recipe.crop)
     _same_people(test_clean, test_obf)
     if clean_model is None:
-        clean_model, _ = train_reid(train_clean, recipe, progress, desc="re-ID attacker [clean]")
+        clean_model, _ = train_reid(train_clean, recipe, progress, desc="re-ID attacker [clean]", device=device)
     g_clean, q_clean = split_gallery_query(test_clean, gallery_fraction, gap_frames)
 
     def aligned(cs: CropSet, ref: CropSet) -> CropSet:
@@ -314,7 +334,7 @@ def run_reid_attack(
         },
     }
     train_obf = extract_crops(train_items, quantised, recipe.crop)
-    adaptive_model, hist = train_reid(train_obf, recipe, progress, desc=f"re-ID attacker [{method}]")
+    adaptive_model, hist = train_reid(train_obf, recipe, progress, desc=f"re-ID attacker [{method}]", device=device)
     results["adaptive"] = {"obfuscated": evaluate_reid(adaptive_model, aligned(test_obf, g_clean), aligned(test_obf, q_clean)),
                            "final_train_acc": hist[-1]["train_acc"]}
     if reconstructor is not None:

@@ -49,6 +49,7 @@ class AttackConfig:
     utility: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: bool = True
     threads: int = 0
+    device: str = "auto"  # auto = cuda if available, else cpu
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "AttackConfig":
@@ -76,8 +77,14 @@ class AttackConfig:
                 ",".join(f"{k}:{v:g}" for k, v in DEFAULT_PARAMS.items()))
         if not methods:
             raise SilhouetteError("--methods: empty list")
+        seen: dict[str, str] = {}
         for m in methods:
-            parse_method(m, args.checkpoint, check_only=True)
+            name = parse_method(m, args.checkpoint, check_only=True).name
+            if name in seen:
+                raise SilhouetteError(f"--methods: {m!r} and {seen[name]!r} are both {name}; give each method once")
+            seen[name] = m
+        device = getattr(args, "device", None) or "auto"
+        resolve_device(device)  # a cuda request on a machine without CUDA fails here, before any work
         dets = None if args.face_detectors in (None, "auto") else _csv(args.face_detectors)
         utility: dict[str, dict[str, Any]] = {}
         for spec in args.utility:
@@ -88,11 +95,28 @@ class AttackConfig:
                 utility.update(load_utility(spec))
         return cls(data=data, methods=methods, attacks=attacks, out=Path(args.out), checkpoint=args.checkpoint,
                    quick=args.quick, epochs=args.epochs, reid_epochs=args.reid_epochs, face_detectors=dets,
-                   utility=utility, progress=not args.no_progress, threads=args.threads)
+                   utility=utility, progress=not args.no_progress, threads=args.threads, device=device)
 
 
 def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N' -> torch.device; unusable CUDA is an error."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise SilhouetteError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu or auto")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SilhouetteError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return dev
+    raise SilhouetteError(f"--device {name!r}: choose auto, cpu or cuda")
 
 
 def _quantised(transform: Transform) -> Transform:
@@ -103,22 +127,62 @@ def _quantised(transform: Transform) -> Transform:
     return fn
 
 
-def parse_method(spec: str, checkpoint: str | None, check_only: bool = False) -> Method:
-    """'ours', 'clean' or 'family[:param]' -> Method with its frozen transform."""
+OURS_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _ours_spec(spec: str) -> tuple[str, str | None]:
+    """'ours' -> ('ours', None); 'ours:LABEL=PATH' -> ('ours:LABEL', PATH); anything else 'ours...' is an error."""
+    if spec == "ours":
+        return "ours", None
+    label, eq, path = spec[len("ours:"):].partition("=")
+    label, path = label.strip(), path.strip()
+    if not spec.startswith("ours:") or not eq or not path or not OURS_LABEL.fullmatch(label):
+        raise SilhouetteError(f"--methods {spec!r}: expected 'ours' or ours:LABEL=PATH with LABEL of letters, digits, . _ -"
+                              " (e.g. ours:lam10=runs/lam10/best.pt)")
+    return f"ours:{label}", path
+
+
+def _ours_transform(model: torch.nn.Module, device: torch.device) -> Transform:
+    # the frozen obfuscator runs on the attack device; callers get CPU frames back, as from every other method
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x.to(device)).float().cpu()
+
+    return fn
+
+
+def parse_method(spec: str, checkpoint: str | None, check_only: bool = False,
+                 device: str | torch.device = "cpu") -> Method:
+    """'ours', 'ours:LABEL=PATH', 'clean' or 'family[:param]' -> Method with its frozen transform.
+
+    'ours' uses `checkpoint` (None = the shipped default); 'ours:LABEL=PATH' the obfuscator in PATH, in a row
+    named ours:LABEL. `device` is where an obfuscator runs; with `check_only` a checkpoint is only read.
+    """
     from silhouette.evaluation.baselines import get_baseline
 
     name = spec.strip()
     if name == "clean":
         return Method("clean", "clean", None, lambda x: x)
-    if name == "ours":
+    if name == "ours" or name.startswith("ours:") or name.startswith("ours="):
+        mname, path = _ours_spec(name)
+        ckpt = path if path is not None else checkpoint
+        if path is not None and not Path(path).is_file():
+            raise SilhouetteError(f"--methods {spec!r}: obfuscator checkpoint {path} not found")
         if check_only:
-            return Method("ours", "ours", checkpoint, lambda x: x)
+            if path is not None:
+                from silhouette.models.checkpoint import read_checkpoint
+
+                if "obfuscator" not in read_checkpoint(path):
+                    raise SilhouetteError(f"--methods {spec!r}: checkpoint {path} holds no obfuscator")
+            return Method(mname, "ours", ckpt, lambda x: x)
         from silhouette.models.checkpoint import load_obfuscator
 
-        model = load_obfuscator(checkpoint)
+        model = load_obfuscator(ckpt)
         for p in model.parameters():
             p.requires_grad_(False)
-        return Method("ours", "ours", str(checkpoint) if checkpoint else "default checkpoint", model)
+        dev = torch.device(device)
+        transform: Transform = model if dev.type == "cpu" else _ours_transform(model.to(dev), dev)
+        return Method(mname, "ours", str(ckpt) if ckpt else "default checkpoint", transform)
     family, _, param = name.partition(":")
     base = get_baseline(family.strip())
     try:
@@ -130,10 +194,39 @@ def parse_method(spec: str, checkpoint: str | None, check_only: bool = False) ->
     if "seed" in inspect.signature(base.apply).parameters:
         # a fresh noise draw per call: a fixed pattern would let the attacker learn and subtract it
         counter = itertools.count(1)
-        transform: Transform = lambda x: base.apply(x, value, seed=next(counter))  # noqa: E731
+        transform = lambda x: base.apply(x, value, seed=next(counter))  # noqa: E731
     else:
         transform = lambda x: base.apply(x, value)  # noqa: E731
     return Method(f"{base.name}:{value:g}", base.name, base.describe(value), transform)
+
+
+def method_source(spec: str, checkpoint: str | None) -> dict[str, Any] | None:
+    """What a method's cached results depend on beyond its name: the obfuscator file's SHA-256 for ours rows."""
+    import hashlib
+
+    from silhouette.paths import DEFAULT_CHECKPOINT
+
+    name = spec.strip()
+    if not (name == "ours" or name.startswith("ours:")):
+        return None
+    _, path = _ours_spec(name)
+    ckpt = Path(path or checkpoint or DEFAULT_CHECKPOINT)
+    h = hashlib.sha256()
+    with open(ckpt, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return {"checkpoint": str(ckpt), "sha256": h.hexdigest()}
+
+
+def utility_for(utility: dict[str, dict[str, Any]], method: Method, spec: str, specs: list[str]) -> dict[str, Any] | None:
+    """The utility entry of one method: by its name (ours:LABEL, blur:2), its spec, else its family if it is alone in it."""
+    alone = sum(parse_family(m) == method.family for m in specs) == 1
+    return utility.get(method.name) or utility.get(spec) or (utility.get(method.family) if alone else None)
+
+
+def parse_family(spec: str) -> str:
+    """Family of a method spec (ours:lam10=... -> ours, blur:2 -> blur)."""
+    return spec.strip().partition(":")[0].partition("=")[0]
 
 
 def _safe(name: str) -> str:
@@ -144,11 +237,6 @@ def _evenly(n: int, k: int | None) -> list[int]:
     if k is None or k >= n:
         return list(range(n))
     return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
-
-
-def _images(ds: Any, idx: list[int]) -> Iterator[torch.Tensor]:
-    for i in idx:
-        yield ds[i]["image"]
 
 
 def reference_deobfuscator_params(checkpoint: str | None) -> int:
@@ -166,8 +254,35 @@ def reference_deobfuscator_params(checkpoint: str | None) -> int:
     return count_params(build_deobfuscator())
 
 
+def _uint8_frames(ds: Any, idx: list[int]) -> torch.Tensor:
+    # decoded once per run and kept as uint8 (the float frames are exactly these / 255)
+    return torch.stack([ds[i]["image"].mul(255).round().to(torch.uint8) for i in idx])
+
+
+def _floats(frames: torch.Tensor) -> Iterator[torch.Tensor]:
+    for f in frames:
+        yield f.float() / 255
+
+
+def _gt_boxes(ds: Any, idx: list[int]) -> list[torch.Tensor] | None:
+    # GT person boxes per frame (pets2009); None when the dataset has none, so person-region scores are skipped
+    boxes = [torch.tensor(ds.records[i].get("gt_boxes") or [], dtype=torch.float32).reshape(-1, 4) for i in idx]
+    return boxes if any(len(b) for b in boxes) else None
+
+
+def _setup_device(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__}
+    if device.type == "cuda":
+        # fixed crop sizes: let cuDNN pick its fastest kernels once (fp32 throughout; no autocast)
+        torch.backends.cudnn.benchmark = True
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
 def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
     """Run every requested attack on every method (cached per method in out/methods/), then write the scorecard."""
+    import time
+
     from silhouette.data.torch_dataset import FrameDataset
     from silhouette.fileio import read_json, write_json
     from silhouette.privacy import faces as F_
@@ -177,6 +292,7 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
     torch.manual_seed(0)
     train_ds, test_ds = FrameDataset(cfg.data, "train"), FrameDataset(cfg.data, "test")
     recipe = R.QUICK_RECIPE if cfg.quick else R.ReconstructionRecipe()
@@ -190,11 +306,27 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
     recon_test_idx = _evenly(len(test_ds), recipe.max_test_frames)
     meta: dict[str, Any] = {"data": str(cfg.data), "quick": cfg.quick, "attacks": cfg.attacks,
                             "reconstruction_recipe": recipe.to_dict(), "reid_recipe": reid_recipe.to_dict(),
-                            "deobfuscator_params": ref_params, "attacker_params": R.count_params(recipe.build())}
+                            "deobfuscator_params": ref_params, "attacker_params": R.count_params(recipe.build()),
+                            **_setup_device(device)}
     notes: list[str] = []
+    seconds: dict[str, float] = {}
+
+    recon_train = recon_test = None
+    test_boxes = None
+    if "reconstruction" in cfg.attacks:
+        t0 = time.perf_counter()
+        if len(recon_train_idx) == 0 or len(recon_test_idx) == 0:
+            raise SilhouetteError(f"reconstruction attack: {cfg.data} needs frames in both its train and test splits")
+        recon_train, recon_test = _uint8_frames(train_ds, recon_train_idx), _uint8_frames(test_ds, recon_test_idx)
+        test_boxes = _gt_boxes(test_ds, recon_test_idx)
+        meta["scene_prior"] = R.scene_prior_floor(recon_train, recon_test, test_boxes)
+        seconds["load_and_scene_prior"] = time.perf_counter() - t0
+        log.info("zero-information floor (mean train frame): PSNR %.2f dB, SSIM %.3f", meta["scene_prior"]["psnr"],
+                 meta["scene_prior"]["ssim"])
 
     detectors: list[Any] = []
     clips: dict[str, list[torch.Tensor]] = {}
+    face_refs: dict[str, list[np.ndarray]] = {}
     if "faces" in cfg.attacks:
         names = cfg.face_detectors
         if names is None:
@@ -212,6 +344,7 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
 
     reid_train: list[dict[str, Any]] = []
     reid_test: list[dict[str, Any]] = []
+    reid_cache: dict[str, Any] = {}
     clean_reid: Any = None
     if "reid" in cfg.attacks:
         if not any(r.get("gt_ids") for r in test_ds.records):
@@ -223,43 +356,65 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
 
     rows: list[dict[str, Any]] = []
     for spec in cfg.methods:
-        method = parse_method(spec, cfg.checkpoint)
+        method = parse_method(spec, cfg.checkpoint, device=device)
+        source = method_source(spec, cfg.checkpoint)
         cache_path = cfg.out / "methods" / f"{_safe(method.name)}.json"
-        row: dict[str, Any] = read_json(cache_path) if cache_path.is_file() else {}
-        row.update({"method": method.name, "family": method.family, "setting": method.setting})
-        transform = _quantised(method.transform)
         ckpt = cfg.out / "attackers" / f"reconstruction_{_safe(method.name)}.pt"
+        row: dict[str, Any] = read_json(cache_path) if cache_path.is_file() else {}
+        if row and row.get("source") != source:
+            # the label now names another obfuscator: its old results and attacker say nothing about this one
+            log.warning("%s: cached results are for another checkpoint; attacking again", method.name)
+            row = {}
+            ckpt.unlink(missing_ok=True)
+        row.update({"method": method.name, "family": method.family, "setting": method.setting, "source": source})
+        transform = _quantised(method.transform)
+        deobf_params = reference_deobfuscator_params(method.setting) if (
+            method.family == "ours" and method.name != "ours") else ref_params
         attacker = None
         if "reconstruction" in cfg.attacks:
+            t0 = time.perf_counter()
             cached = row.get("reconstruction")
             if cached and cached.get("recipe") == recipe.to_dict() and ckpt.is_file():
                 attacker, _ = R.load_attacker(ckpt)
+                attacker = attacker.to(device)
+                if test_boxes is not None and "person_psnr" not in cached.get("test", {}):
+                    # results from before person-region scoring: score the stored attacker, no retraining
+                    metrics, _ = R.evaluate_attacker(attacker, transform, list(_floats(recon_test)), boxes=test_boxes)
+                    cached["test"].update({k: v for k, v in metrics.items() if k.startswith("person_")})
+                    write_json(cache_path, row)
             else:
                 res, attacker = R.run_reconstruction_attack(
-                    transform, _images(train_ds, recon_train_idx), _images(test_ds, recon_test_idx), recipe, ckpt,
-                    method.name, cfg.progress, ref_params)
+                    transform, _floats(recon_train), _floats(recon_test), recipe, ckpt,
+                    method.name, cfg.progress, deobf_params, device=device, test_boxes=test_boxes)
                 row["reconstruction"] = res
                 write_json(cache_path, row)
+            seconds[f"{method.name}/reconstruction"] = time.perf_counter() - t0
             log.info("%s: reconstruction PSNR %.2f dB, SSIM %.3f", method.name, row["reconstruction"]["test"]["psnr"],
                      row["reconstruction"]["test"]["ssim"])
         elif ckpt.is_file():
-            attacker, _ = R.load_attacker(ckpt)
+            attacker = R.load_attacker(ckpt)[0].to(device)
         reconstructor = (lambda x, m=attacker: R.reconstruct(m, x)) if attacker is not None else None
         if "faces" in cfg.attacks:
+            t0 = time.perf_counter()
             key = {"detectors": [d.name for d in detectors], "quick": cfg.quick, "reconstructed": reconstructor is not None}
             if (row.get("faces") or {}).get("key") != key:
-                row["faces"] = {"key": key, **F_.run_face_attack(detectors, clips, transform, reconstructor)}
+                row["faces"] = {"key": key, **F_.run_face_attack(detectors, clips, transform, reconstructor,
+                                                                 references=face_refs)}
                 write_json(cache_path, row)
+            seconds[f"{method.name}/faces"] = time.perf_counter() - t0
         if "reid" in cfg.attacks:
+            t0 = time.perf_counter()
             key = {"recipe": reid_recipe.to_dict(), "quick": cfg.quick, "reconstructed": reconstructor is not None}
             if (row.get("reid") or {}).get("key") != key:
                 res, clean_reid = I.run_reid_attack(reid_train, reid_test, transform, reconstructor, reid_recipe,
-                                                    clean_reid, method.name, cfg.progress)
+                                                    clean_reid, method.name, cfg.progress, device=device,
+                                                    cache=reid_cache)
                 row["reid"] = {"key": key, **res}
                 write_json(cache_path, row)
-        row["utility"] = cfg.utility.get(method.name) or cfg.utility.get(spec) or (
-            cfg.utility.get(method.family) if sum(m.split(":")[0] == method.family for m in cfg.methods) == 1 else None)
+            seconds[f"{method.name}/reid"] = time.perf_counter() - t0
+        row["utility"] = utility_for(cfg.utility, method, spec, cfg.methods)
         rows.append(row)
+    meta["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     if not cfg.utility:
         notes.append("utility columns empty: pass --utility (from `silhouette evaluate`) to fill person AP50 and count MAE")
     if cfg.quick:

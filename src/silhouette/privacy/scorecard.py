@@ -19,6 +19,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("obf_ssim", "SSIM obf↔orig", "{:.3f}"),
     ("rec_psnr", "recon PSNR (dB)", "{:.2f}"),
     ("rec_ssim", "recon SSIM", "{:.3f}"),
+    ("rec_psnr_person", "recon PSNR persons (dB)", "{:.2f}"),
+    ("rec_ssim_person", "recon SSIM persons", "{:.3f}"),
     ("face_obf", "faces found (obf)", "{:.2f}"),
     ("face_rec", "faces found (recon)", "{:.2f}"),
     ("reid_obf", "re-ID R1 clean-trained (obf)", "{:.3f}"),
@@ -30,8 +32,11 @@ COLUMNS: list[tuple[str, str, str]] = [
 ATTACK_AXES = {
     "reid_adaptive": "re-ID rank-1, adaptive attacker",
     "rec_ssim": "reconstruction SSIM (post-hoc attacker)",
+    "rec_ssim_person": "reconstruction SSIM on person boxes",
     "face_rec": "faces found again on reconstructions",
 }
+# the scene-prior floor (mean train frame) drawn on these panels: (panel key, key in meta["scene_prior"])
+FLOOR_KEYS = {"rec_ssim": "ssim", "rec_ssim_person": "person_ssim"}
 
 
 def _get(d: Any, *keys: str) -> float | None:
@@ -63,6 +68,8 @@ def flatten(row: Mapping[str, Any]) -> dict[str, Any]:
         "obf_ssim": _get(rec, "test", "obfuscated_ssim"),
         "rec_psnr": _get(rec, "test", "psnr"),
         "rec_ssim": _get(rec, "test", "ssim"),
+        "rec_psnr_person": _get(rec, "test", "person_psnr"),
+        "rec_ssim_person": _get(rec, "test", "person_ssim"),
         "face_obf": _face(faces, "obfuscated"),
         "face_rec": _face(faces, "reconstructed"),
         "reid_obf": _get(reid, "clean_trained", "obfuscated_query", "rank1"),
@@ -80,24 +87,57 @@ def _cell(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
-def to_markdown(flat: Sequence[Mapping[str, Any]], notes: Sequence[str] = ()) -> str:
-    """The scorecard as a GitHub markdown table (columns with no value anywhere are left out)."""
+def floor_row(prior: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The scene-prior floor (meta["scene_prior"]) as a flat row with only the reconstruction columns."""
+    if not prior:
+        return None
+    return {"method": "zero-information floor", "setting": "mean train frame", "rec_psnr": _get(prior, "psnr"),
+            "rec_ssim": _get(prior, "ssim"), "rec_psnr_person": _get(prior, "person_psnr"),
+            "rec_ssim_person": _get(prior, "person_ssim")}
+
+
+def floor_line(prior: Mapping[str, Any] | None) -> str | None:
+    """One sentence with the zero-information floor, whole frame and person boxes."""
+    if not prior:
+        return None
+    text = f"zero-information floor (mean train frame, no look at the obfuscated frame): PSNR {prior['psnr']:.2f} dB, SSIM {prior['ssim']:.3f}"
+    if prior.get("person_psnr") is not None:
+        text += f"; on person boxes PSNR {prior['person_psnr']:.2f} dB, SSIM {prior['person_ssim']:.3f}"
+    return text + ". A reconstruction only reveals something where it beats these numbers."
+
+
+def to_markdown(flat: Sequence[Mapping[str, Any]], notes: Sequence[str] = (), prior: Mapping[str, Any] | None = None) -> str:
+    """The scorecard as a GitHub markdown table (columns with no value anywhere are left out).
+
+    `prior` = meta["scene_prior"]: adds the zero-information floor as a last row and as a sentence.
+    """
     cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in flat)]
     lines = ["# Privacy scorecard", "", "| method | " + " | ".join(h for _, h, _ in cols) + " |",
              "|---|" + "---:|" * len(cols)]
-    for r in flat:
+    floor = floor_row(prior)
+    for r in list(flat) + ([floor] if floor else []):
         name = r["method"] + (f" ({r['setting']})" if r.get("setting") else "")
+        if r is floor:
+            name = f"*{name}*"
         lines.append(f"| {name} | " + " | ".join(_cell(r.get(k), f) for k, _, f in cols) + " |")
     refs = [r.get("reid_clean_reference") for r in flat if r.get("reid_clean_reference") is not None]
     lines += ["", "Reference levels: clean frames leak everything (see the `clean` row); "
               f"re-ID chance = 1 / number of gallery identities"
               + (f"; clean-trained attacker on clean queries: rank-1 {refs[0]:.3f}" if refs else "") + "."]
+    line = floor_line(prior)
+    if line:
+        lines += ["", line[0].upper() + line[1:]]
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
-def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: Sequence[str] = tuple(ATTACK_AXES)) -> None:
-    """Person AP50 (y) against attack success (x), one panel per attack, one line per method family."""
+def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: Sequence[str] = tuple(ATTACK_AXES),
+                  prior: Mapping[str, Any] | None = None) -> None:
+    """Person AP50 (y) against attack success (x), one panel per attack, one line per method family.
+
+    Each `ours*` checkpoint is its own labelled star (checkpoints are not one parameter sweep); `prior`
+    (meta["scene_prior"]) draws the zero-information floor on the reconstruction-SSIM panels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,10 +155,16 @@ def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: 
             if not pts:
                 continue
             xs, ys, names = zip(*pts)
-            ax.plot(xs, ys, marker="*" if fam == "ours" else "o", markersize=12 if fam == "ours" else 6, label=fam)
+            if fam == "ours":
+                ax.plot(xs, ys, marker="*", markersize=12, linestyle="none", label=fam)
+            else:
+                ax.plot(xs, ys, marker="o", markersize=6, label=fam)
             for x, y, n in zip(xs, ys, names):
                 ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             drawn = True
+        floor = _get(prior, FLOOR_KEYS[key]) if prior and key in FLOOR_KEYS else None
+        if drawn and floor is not None:
+            ax.axvline(floor, color="grey", linestyle="--", linewidth=1, label="zero-information floor")
         ax.set_xlabel(ATTACK_AXES.get(key, key) + "  (← more private)")
         ax.set_ylabel("person AP50  (↑ more useful)")
         if drawn:
@@ -143,10 +189,11 @@ def write_scorecard(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], meta
     out = Path(out_dir)
     flat = [flatten(r) for r in rows]
     paths = {"json": out / "scorecard.json", "markdown": out / "scorecard.md", "plot": out / "tradeoff.png"}
+    prior = (meta or {}).get("scene_prior")
     write_json(paths["json"], {"meta": dict(meta or {}), "rows": flat, "results": list(rows)})
     with atomic_open(paths["markdown"], "w", encoding="utf-8") as fh:
-        fh.write(to_markdown(flat, notes))
-    plot_tradeoff(flat, paths["plot"])
+        fh.write(to_markdown(flat, notes, prior))
+    plot_tradeoff(flat, paths["plot"], prior=prior)
     return paths
 
 
