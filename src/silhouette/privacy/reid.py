@@ -258,14 +258,28 @@ def _map(sim: torch.Tensor, relevant: torch.Tensor) -> float:
     return float(metric(sim.flatten(), relevant.flatten(), indexes=indexes.flatten()))
 
 
+_CHANCE: dict[tuple[Any, ...], float] = {}
+
+
+def _chance_map(relevant: torch.Tensor, trials: int, seed: int) -> float:
+    # depends only on which gallery entries match each query: the same for every method and threat model of a
+    # run (same test crops), so the random rankings are scored once instead of for every evaluation
+    import hashlib
+
+    key = (tuple(relevant.shape), hashlib.sha1(relevant.cpu().numpy().tobytes()).hexdigest(), trials, seed)
+    if key not in _CHANCE:
+        gen = torch.Generator().manual_seed(seed)
+        _CHANCE[key] = float(np.mean([_map(torch.rand(relevant.shape, generator=gen), relevant) for _ in range(trials)]))
+    return _CHANCE[key]
+
+
 def rank_metrics(query_emb: torch.Tensor, query_ids: torch.Tensor, gallery_emb: torch.Tensor, gallery_ids: torch.Tensor,
                  chance_trials: int = 20, seed: int = 0) -> dict[str, float]:
     """Rank-1 and mAP by cosine similarity, plus their chance levels (random ranking)."""
     sim = query_emb @ gallery_emb.T
     relevant = query_ids[:, None] == gallery_ids[None, :]
     rank1 = float(relevant[torch.arange(len(sim)), sim.argmax(1)].float().mean())
-    gen = torch.Generator().manual_seed(seed)
-    chance_map = float(np.mean([_map(torch.rand(sim.shape, generator=gen), relevant) for _ in range(chance_trials)]))
+    chance_map = _chance_map(relevant, chance_trials, seed)
     n_ids = len(torch.unique(gallery_ids))
     return {"rank1": rank1, "map": _map(sim, relevant), "chance_rank1": 1.0 / n_ids, "chance_map": chance_map,
             "queries": len(query_ids), "gallery": len(gallery_ids), "gallery_identities": n_ids}
