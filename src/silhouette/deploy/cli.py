@@ -60,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--codec", default="mp4v", metavar="FOURCC", help="video codec four-character code for OpenCV (default mp4v)")
     p.add_argument("--show-fps", action="store_true", help="print throughput (end to end and obfuscator only) at the end")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--batch", type=int, metavar="N",
+        help="frames per obfuscator call (default 4 for files, folders and videos; 1 for webcams and streams, where latency matters)",
+    )
     _add_model_options(p)
     p.set_defaults(func=cmd_obfuscate)
 
@@ -123,9 +127,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def cmd_obfuscate(args: argparse.Namespace) -> int:
     """Handler of `silhouette obfuscate`."""
-    from silhouette.deploy.pipeline import load_runner, obfuscate_source
+    from silhouette.deploy.pipeline import check_batch, load_runner, obfuscate_source
 
     size = _size(args.size)
+    if args.batch is not None:
+        check_batch(args.batch, live=False)  # before loading/exporting the model
     if len(args.codec) != 4:
         raise SilhouetteError(f"--codec {args.codec!r}: expected a four-character code such as mp4v, XVID, MJPG")
     from silhouette.data.sources import open_source
@@ -135,6 +141,7 @@ def cmd_obfuscate(args: argparse.Namespace) -> int:
     report = obfuscate_source(
         source, runner, Path(args.out) if args.out else None, size=size, fmt=args.format, quality=args.quality,
         codec=args.codec, every=args.every, max_frames=args.max_frames, progress=not args.no_progress and sys.stderr.isatty(),
+        batch=args.batch,
     )
     print(f"obfuscated {report.frames} frame(s) at {size[0]}x{size[1]} with {report.backend} -> {report.out}")
     if args.show_fps:

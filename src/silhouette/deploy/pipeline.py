@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +114,9 @@ class TorchRunner:
 class OnnxRunner:
     """Runs an exported obfuscator with ONNX Runtime (the fast edge path)."""
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, backend: str = "onnx") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], threads: int | None = None, backend: str = "onnx", spinning: bool | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -120,6 +124,8 @@ class OnnxRunner:
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        if spinning is not None:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt/unsupported files
@@ -141,7 +147,8 @@ def load_runner(checkpoint: str | os.PathLike[str] | None = None, backend: str =
         if ckpt.suffix.lower() == ".onnx":
             raise SilhouetteError(f"--checkpoint {ckpt} is an ONNX file; use --backend onnx")
         return TorchRunner(load_torch_obfuscator(ckpt), threads)
-    return OnnxRunner(cached_onnx(checkpoint, int8=backend == "onnx-int8"), threads, backend)
+    # no spinning: ORT's idle pool threads would otherwise busy-wait on the cores the decode/encode threads need
+    return OnnxRunner(cached_onnx(checkpoint, int8=backend == "onnx-int8"), threads, backend, spinning=False)
 
 
 def resize_bgr(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -155,6 +162,12 @@ def bgr_batch(images: list[np.ndarray]) -> np.ndarray:
     """HxWx3 uint8 BGR frames (same size) -> float32 [B,3,H,W] RGB in [0,1]."""
     arr = np.stack(images)[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
     return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+
+
+def bgr_to_chw(image: np.ndarray) -> np.ndarray:
+    """One HxWx3 uint8 BGR frame -> float32 [3,H,W] RGB in [0,1]; np.stack of these equals bgr_batch, bit for bit."""
+    arr = image[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def batch_to_bgr(batch: np.ndarray) -> list[np.ndarray]:
@@ -182,12 +195,19 @@ class EdgeObfuscator:
 
     def obfuscate_many(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Obfuscate several frames in one batch."""
-        batch = bgr_batch([self.prepare(im) for im in images])
+        return self.obfuscate_prepared([self.prepare(im) for im in images])
+
+    def obfuscate_prepared(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Obfuscate frames already at model size (`prepare`d) in one batch."""
+        return batch_to_bgr(self.run(bgr_batch(images)))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The runner on a float32 [B,3,H,W] batch; only this call counts towards `model_seconds`."""
         t0 = time.perf_counter()
         out = self.runner(batch)
         self.model_seconds += time.perf_counter() - t0
-        self.frames += len(images)
-        return batch_to_bgr(out)
+        self.frames += len(batch)
+        return out
 
 
 def encode_image(image: np.ndarray, fmt: str = "jpg", quality: int = 90) -> bytes:
@@ -340,6 +360,54 @@ def frame_name(source, index: int) -> str:  # noqa: ANN001
     return f"frame_{index:06d}"
 
 
+DEFAULT_BATCH = 4  # frames per runner call for files/folders/videos
+LIVE_SOURCES = ("webcam", "stream")
+_DONE = object()  # end-of-stream marker on the pipeline queues
+_POLL_S = 0.1  # how often a blocked queue operation checks whether the other side gave up
+
+
+class _Failure:
+    """An exception raised in the reader thread, carried to the main thread in frame order."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def check_batch(batch: int | None, live: bool) -> int:
+    """Validate --batch; None means 1 for live sources (latency) and DEFAULT_BATCH otherwise."""
+    if batch is None:
+        return 1 if live else DEFAULT_BATCH
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise SilhouetteError(f"--batch {batch!r}: must be a whole number >= 1")
+    return int(batch)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (cv2.error messages span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _put(q: queue.Queue, item: object, cancel: threading.Event) -> bool:
+    """Put `item`, waiting for room unless `cancel` is set (then False): a dead consumer never hangs the producer."""
+    while not cancel.is_set():
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, cancel: threading.Event) -> object:
+    """Next item, or _DONE once `cancel` is set: a dead producer never hangs the consumer."""
+    while not cancel.is_set():
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+    return _DONE
+
+
 def obfuscate_source(
     source: str | int | os.PathLike[str],
     runner: Runner,
@@ -352,8 +420,14 @@ def obfuscate_source(
     max_frames: int | None = None,
     progress: bool = True,
     on_frame: Callable[[int, np.ndarray], None] | None = None,
+    batch: int | None = None,
 ) -> ObfuscateReport:
-    """Obfuscate every (every-th) frame of `source` and write images or a video to `out`."""
+    """Obfuscate every (every-th) frame of `source` and write images or a video to `out`.
+
+    Three stages overlap so the runtime never waits on I/O: a reader thread decodes and resizes frames into a
+    bounded queue, this thread runs the obfuscator on batches of `batch` frames, and a writer thread encodes and
+    writes them (and calls `on_frame`) in frame order. Decoding, resizing, encoding and ONNX Runtime release the GIL.
+    """
     from tqdm import tqdm
 
     from silhouette.data.sources import open_source, sample_frames
@@ -362,6 +436,8 @@ def obfuscate_source(
         raise SilhouetteError(f"--format {fmt!r}: choose png or jpg")
     check_quality(quality)
     src = open_source(source)
+    live = src.kind in LIVE_SOURCES
+    batch = check_batch(batch, live)
     out = Path(out) if out is not None else default_output(src, fmt)
     sink = make_sink(out, src, fmt, quality, codec, every)
     total = src.count()
@@ -370,32 +446,106 @@ def obfuscate_source(
         total = max_frames if total is None else min(total, max_frames)
     edge = EdgeObfuscator(runner, size)
     report = ObfuscateReport(out=out, backend=runner.backend)
-    live = src.kind in ("webcam", "stream")
-    ok = False
-    t0 = time.perf_counter()
-    bar = tqdm(total=total, unit="frame", desc="obfuscate", disable=not progress, leave=False)
-    try:
-        frames: Iterator = sample_frames(iter(src), every=every)
+
+    # bounded queues: a few batches of look-ahead, so memory stays flat on endless live streams
+    frames_q: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
+    out_q: queue.Queue = queue.Queue(maxsize=2)
+    stop_reading = threading.Event()  # set when the main thread wants no more frames
+    abort = threading.Event()  # set on any failure: every stage gives up, nothing more is written
+    writer_error: list[BaseException] = []
+
+    def read() -> None:
+        decoded = iter(src)
+        frames = sample_frames(decoded, every=every)
         try:
+            n = 0
             for frame in frames:
-                if max_frames is not None and report.frames >= max_frames:
+                if stop_reading.is_set() or (max_frames is not None and n >= max_frames):
                     break
-                obf = edge(frame.image)
-                sink.write(obf, frame_name(src, frame.index))
-                if on_frame is not None:
-                    on_frame(frame.index, obf)
-                report.frames += 1
-                bar.update(1)
-                if report.frames % 10 == 0:
-                    bar.set_postfix(fps=f"{report.frames / (time.perf_counter() - t0):.1f}")
+                # resize and float conversion here, off the runner's thread (both release the GIL for most of their work)
+                if not _put(frames_q, (frame.index, bgr_to_chw(edge.prepare(frame.image))), stop_reading):
+                    return
+                n += 1
+            _put(frames_q, _DONE, stop_reading)
+        except BaseException as exc:  # noqa: BLE001 - carried to the main thread and re-raised there
+            _put(frames_q, _Failure(exc), stop_reading)
+        finally:
+            frames.close()  # release the capture now, not whenever the generators are collected
+            if hasattr(decoded, "close"):
+                decoded.close()
+
+    bar = tqdm(total=total, unit="frame", desc="obfuscate", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+
+    def write() -> None:
+        try:
+            while True:
+                item = _get(out_q, abort)
+                if item is _DONE:
+                    return
+                indices, out_batch = item
+                for index, image in zip(indices, batch_to_bgr(out_batch)):
+                    if abort.is_set():
+                        return
+                    try:
+                        sink.write(image, frame_name(src, index))
+                    except SilhouetteError:
+                        raise
+                    except Exception as exc:  # OSError, cv2.error: name the output, on one line
+                        raise SilhouetteError(f"{out}: cannot write the output ({_one_line(exc)})") from exc
+                    if on_frame is not None:
+                        on_frame(index, image)
+                    report.frames += 1
+                    bar.update(1)
+                    if report.frames % 10 == 0:
+                        bar.set_postfix(fps=f"{report.frames / (time.perf_counter() - t0):.1f}")
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            writer_error.append(exc)
+            abort.set()
+
+    reader = threading.Thread(target=read, name="silhouette-obfuscate-reader", daemon=True)
+    writer = threading.Thread(target=write, name="silhouette-obfuscate-writer", daemon=True)
+    ok = False
+    try:
+        reader.start()
+        writer.start()
+        try:
+            done = False
+            while not done and not abort.is_set():
+                chunk: list[tuple[int, np.ndarray]] = []
+                while len(chunk) < batch:
+                    item = _get(frames_q, abort)
+                    if item is _DONE:
+                        done = True
+                        break
+                    if isinstance(item, _Failure):
+                        exc = item.exc
+                        if isinstance(exc, SilhouetteError):
+                            raise exc
+                        raise SilhouetteError(f"{src.spec}: cannot read frames ({_one_line(exc)})") from exc
+                    chunk.append(item)
+                if chunk:
+                    out_batch = edge.run(np.stack([x for _, x in chunk]))
+                    _put(out_q, ([i for i, _ in chunk], out_batch), abort)
         except KeyboardInterrupt:
             if not live:
                 raise
-            # a live stream only ends when the user stops it: keep what was written
+            # a live stream only ends when the user stops it: keep what was written (and what is queued to be)
+        stop_reading.set()
+        _put(out_q, _DONE, abort)
+        writer.join()
+        if writer_error:
+            raise writer_error[0]
         ok = report.frames > 0
         if not ok:
-            raise SilhouetteError(f"{source}: no frames decoded")
+            raise SilhouetteError(f"{src.spec}: no frames decoded")
     finally:
+        stop_reading.set()
+        if not ok:
+            abort.set()
+        # a live capture may sit in a blocking read for up to a frame interval; never wait forever on it
+        reader.join(timeout=5.0)
+        writer.join(timeout=5.0)
         bar.close()
         sink.close(ok)
     report.seconds = time.perf_counter() - t0
