@@ -117,6 +117,7 @@ def main() -> int:
     ap.add_argument("--jobs", default=",".join(TRAIN_JOBS), help="comma-separated training jobs to run")
     ap.add_argument("--budget", type=float, default=550, help="seconds for the whole visit, packing included")
     ap.add_argument("--train-deadline", type=float, default=270, help="seconds for the training phase")
+    ap.add_argument("--no-baselines", action="store_true", help="attack and evaluate only our checkpoints")
     ap.add_argument("--attack-epochs", type=int, default=20, help="reconstruction attacker epochs")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -159,17 +160,18 @@ def main() -> int:
     # phase 2: utility (onnxruntime on the CPU cores) and attacks (GPU), in parallel
     ours = [n for n in OURS if (REPO / RUNS / n / "best.pt").is_file()]
     matched = json.loads(BASELINES_FILE.read_text()) if BASELINES_FILE.is_file() else {}
-    baselines = list(matched.get("methods", {}).values()) + list(matched.get("tradeoff_extra", []))
+    baselines = [] if args.no_baselines else list(matched.get("methods", {}).values()) + list(matched.get("tradeoff_extra", []))
     procs = {}
     frames = ["--max-frames", "8"] if args.smoke else []
     evals = {f"ours:{n}": ["--checkpoint", str(RUNS / n / "best.pt")] for n in ours}
     evals.update({b: ["--baseline", b] for b in baselines})
-    evals["clean"] = ["--clean"]
+    if not args.no_baselines:
+        evals["clean"] = ["--clean"]
     for m, how in evals.items():
         d = RUNS / "eval" / m.replace(":", "_")
         procs[f"eval_{m}"] = (silhouette(["evaluate", *how, "--data", PETS, "--detectors", "yolox_nano", "--out", str(d),
                                           "--no-progress", *frames], d.with_suffix(".log"), env), time.time())
-    methods = [f"ours:{n}={RUNS / n / 'best.pt'}" for n in ours] + ["clean"] + baselines
+    methods = [f"ours:{n}={RUNS / n / 'best.pt'}" for n in ours] + ([] if args.no_baselines else ["clean"]) + baselines
     attack = ["attack", "--data", PETS, "--out", str(RUNS / "attack"), "--device", args.device, "--no-progress",
               "--epochs", str(2 if args.smoke else args.attack_epochs)] + (["--quick"] if args.smoke else [])
     for m in methods:

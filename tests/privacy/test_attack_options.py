@@ -174,3 +174,26 @@ def test_two_ours_checkpoints_one_scorecard(tiny_pets_opts: Path, tmp_path: Path
     md = (out / "scorecard.md").read_text()
     assert "Zero-information floor" in md and f"PSNR {prior['psnr']:.2f} dB" in md and "| ours:edge (" in md
     assert "recon PSNR persons" in md
+
+
+def test_scorecard_merges_runs_later_wins_and_notes_recipe_differences(tiny_pets_opts: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Two attack runs (different attacker epochs) merge into one scorecard; a method in both takes the later row."""
+    base = ["attack", "--data", str(tiny_pets_opts), "--attacks", "reconstruction", "--quick", "--threads", "1",
+            "--no-progress", "--device", "cpu"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main([*base, "--methods", "clean,blur:2", "--epochs", "1", "--out", str(a)]) == 0
+    assert main([*base, "--methods", "blur:2", "--epochs", "2", "--out", str(b)]) == 0
+    run_b = {r["method"]: r for r in json.loads((b / "scorecard.json").read_text())["rows"]}
+    merged = tmp_path / "merged"
+    assert main(["scorecard", "--from", str(a), "--from", str(b), "--out", str(merged)]) == 0
+    card = json.loads((merged / "scorecard.json").read_text())
+    rows = {r["method"]: r for r in card["rows"]}
+    assert list(rows) == ["clean", "blur:2"]
+    assert rows["blur:2"]["rec_psnr"] == run_b["blur:2"]["rec_psnr"]  # the later run's row
+    md = (merged / "scorecard.md").read_text()
+    assert "merged from 2 attack runs" in md and "blur:2: reconstruction attacker recipe differs: epochs 2 (others 1)" in md
+    assert (merged / "tradeoff.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["scorecard", "--from", str(tmp_path / "nowhere"), "--out", str(merged)]) == 2
+    assert "no scorecard.json there" in capsys.readouterr().err

@@ -66,6 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "face detectors stay on the CPU")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=attack_command)
+    m = sub.add_parser("scorecard", help="merge several `attack` outputs into one privacy scorecard",
+                       description="Merge the scorecard.json of several `silhouette attack` runs (e.g. baselines attacked "
+                                   "on a GPU machine, our obfuscator on a CPU) into one scorecard.md/json + tradeoff.png. "
+                                   "A method in a later --from replaces the earlier row; differing attacker recipes are noted.")
+    m.add_argument("--from", dest="sources", action="append", required=True, metavar="DIR",
+                   help="an attack output folder (or its scorecard.json); repeatable, later ones win")
+    m.add_argument("--out", required=True, metavar="DIR", help="folder for the merged scorecard")
+    m.add_argument("--utility", action="append", default=[], metavar="METHOD=EVAL_JSON",
+                   help="person AP50 / count MAE for a method from a `silhouette evaluate` evaluation.json (repeatable)")
+    m.set_defaults(func=scorecard_command)
 
 
 def attack_command(args: argparse.Namespace) -> int:
@@ -76,5 +86,23 @@ def attack_command(args: argparse.Namespace) -> int:
     paths = run_attacks(cfg)
     print(paths["markdown"].read_text(encoding="utf-8"))
     for kind, path in paths.items():
+        print(f"wrote {path}")
+    return 0
+
+
+def scorecard_command(args: argparse.Namespace) -> int:
+    """Handler of `silhouette scorecard`."""
+    from silhouette.errors import SilhouetteError
+    from silhouette.privacy.scorecard import merge_scorecards, utility_from_evaluation
+
+    utility = {}
+    for spec in args.utility:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise SilhouetteError(f"--utility {spec!r}: expected METHOD=EVAL_JSON")
+        utility[name.strip()] = utility_from_evaluation(path)
+    paths = merge_scorecards(args.sources, args.out, utility)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    for path in paths.values():
         print(f"wrote {path}")
     return 0

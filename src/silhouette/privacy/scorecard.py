@@ -234,3 +234,40 @@ def utility_from_evaluation(path: str | Path, detector: str | None = None) -> di
         raise SilhouetteError(f"{path}: no detector {name!r}; it has {', '.join(dets)}")
     row = dets[name]
     return {"ap50": _get(row, "relative", "ap50"), "count_mae": _get(row, "count", "obf_vs_clean", "mae")}
+
+
+def merge_scorecards(sources: Sequence[str | Path], out_dir: str | Path,
+                     utility: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
+    """One scorecard from several `attack` outputs (say, baselines attacked on a GPU, ours on a CPU).
+
+    Rows are taken in source order; a method present in a later source replaces the earlier row. Rows whose
+    reconstruction recipe differs from the first row's are named in a note, so mixed recipes are never silent.
+    """
+    from silhouette.fileio import read_json
+
+    rows: dict[str, dict[str, Any]] = {}
+    metas: list[dict[str, Any]] = []
+    for src in sources:
+        path = Path(src) / "scorecard.json" if Path(src).is_dir() else Path(src)
+        if not path.is_file():
+            raise SilhouetteError(f"--from {src}: no scorecard.json there; run `silhouette attack --out {src}` first")
+        data = read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise SilhouetteError(f"{path}: not a scorecard.json written by `silhouette attack`")
+        metas.append({**data.get("meta", {}), "source": str(path)})
+        for row in data["results"]:
+            rows[row["method"]] = {**row, "source": str(path)}
+    for name, u in (utility or {}).items():
+        if name in rows:
+            rows[name]["utility"] = dict(u)
+    notes = [f"merged from {len(metas)} attack runs: " + "; ".join(
+        f"{m['source']} ({m.get('device', 'cpu')}{', ' + m['gpu'] if m.get('gpu') else ''})" for m in metas)]
+    recipes = {n: (r.get("reconstruction") or {}).get("recipe") for n, r in rows.items()}
+    first = next((v for v in recipes.values() if v), None)
+    for n, rec in recipes.items():
+        if rec and first and rec != first:
+            diff = ", ".join(f"{k} {rec.get(k)} (others {first.get(k)})" for k in sorted(set(rec) | set(first)) if rec.get(k) != first.get(k))
+            notes.append(f"{n}: reconstruction attacker recipe differs: {diff}")
+    meta = {**metas[0], "merged_from": [m["source"] for m in metas], "metas": metas}
+    meta.setdefault("scene_prior", next((m["scene_prior"] for m in metas if m.get("scene_prior")), None))
+    return write_scorecard(out_dir, list(rows.values()), meta, notes)

@@ -40,6 +40,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise SilhouetteError(f"train.device: {name!r} is not a device (use auto, cpu or cuda[:N])") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SilhouetteError(f"train.device: {name!r} requested but CUDA is not available; use auto or cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")  # torch.cuda.set_device needs an index
     return dev
 
 
