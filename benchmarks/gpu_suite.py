@@ -199,8 +199,10 @@ def main() -> int:
 
     keep = []
     for p in (REPO / RUNS).rglob("*"):
-        if not p.is_file() or "attackers" in p.parts or p.name == "last.pt" or "tb" in p.parts:
+        if not p.is_file() or "attackers" in p.parts or "tb" in p.parts:
             continue
+        if p.name == "last.pt" and (p.parent / "best.pt").is_file():
+            continue  # a stopped run may have a last.pt and no best.pt yet: keep it then
         keep.append(p.relative_to(REPO))
     os.chdir(REPO)
     pack(args.out, keep)

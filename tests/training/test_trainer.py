@@ -110,3 +110,13 @@ def test_ddp_two_processes_end_with_identical_weights(tiny_config, tmp_path: Pat
     assert not torch.equal(init["stem.0.0.weight"], r0["stem.0.0.weight"])
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert rows[-1]["train_images"] == "8"
+
+
+def test_explicit_cuda_device_gets_the_local_rank_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda.set_device refuses an index-less device: 'cuda' must become cuda:<local rank> (found on an H100)."""
+    from silhouette.training.trainer import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda:1")
+    assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda:0")
+    assert resolve_device("cpu") == torch.device("cpu")
