@@ -100,3 +100,11 @@ def median_ms(fn: Callable[[], object], warmup: int, min_repeats: int, min_secon
     """Median wall and process-CPU ms per call (unrounded) and the number of timed calls, as `sample` measures them."""
     wall, cpu = sample(fn, warmup, min_repeats, min_seconds)
     return {"wall_ms": statistics.median(wall) * 1000, "cpu_ms": statistics.median(cpu) * 1000, "repeats": len(wall)}
+
+
+def print_report(table: str, verdict: str) -> None:
+    """Print a benchmark's markdown table and its one-line verdict, separated by blank lines."""
+    print()
+    print(table)
+    print()
+    print(verdict)

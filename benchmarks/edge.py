@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from _common import median_ms, run_info, versions
+from _common import print_report, median_ms, run_info, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "edge.json"
 VARIANTS = ["obf_paper", "obf_fast", "obf_w050", "obf_w025", "obf_edge"]
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     table = _markdown(obf_rows, det_rows)
     verdict = _verdict(obf_rows, det_fps)
-    print()
-    print(table)
-    print()
-    print(verdict)
+    print_report(table, verdict)
     write_json(
         args.out,
         {

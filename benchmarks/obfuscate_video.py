@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import run_info, versions
+from _common import print_report, run_info, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "obfuscate_video.json"
 TARGET_FPS = 30.0
@@ -108,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     table = _markdown(rows)
     met = [f"{r['checkpoint']} batch {r['batch']}" for r in rows if r["meets_target"] and not r["spinning"]]
     verdict = f"Target (>= {TARGET_FPS:.0f} frames/s end to end, as silhouette obfuscate runs: spinning off): " + (f"met by {', '.join(met)}." if met else "not met.")
-    print()
-    print(table)
-    print()
-    print(verdict)
+    print_report(table, verdict)
     write_json(
         args.out,
         {

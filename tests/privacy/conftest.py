@@ -81,3 +81,20 @@ def pets_items(pets_video: Path) -> list[dict]:
                       "gt_boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                       "gt_ids": torch.tensor(ids, dtype=torch.long), "frame_index": fr.index})
     return items
+
+
+@pytest.fixture(scope="session")
+def tiny_pets_factory(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a factory
+    """Prepared 160x100 PETS datasets (every N-th frame), made once per N for the whole session."""
+    made: dict[int, Path] = {}
+
+    def make(every: int) -> Path:
+        if every not in made:
+            from silhouette.data.datasets import prepare_dataset
+
+            out = tmp_path_factory.mktemp(f"pets_tiny_every{every}")
+            prepare_dataset("pets2009", out, size=(160, 100), every=every, progress=False)
+            made[every] = out
+        return made[every]
+
+    return make

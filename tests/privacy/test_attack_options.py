@@ -142,12 +142,8 @@ def test_person_region_scores_separate_people_from_background(pets_items: list[d
 
 
 @pytest.fixture(scope="module")
-def tiny_pets_opts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from silhouette.data.datasets import prepare_dataset
-
-    out = tmp_path_factory.mktemp("pets_tiny_opts")
-    prepare_dataset("pets2009", out, size=(160, 100), every=8, progress=False)
-    return out
+def tiny_pets_opts(tiny_pets_factory) -> Path:  # noqa: ANN001
+    return tiny_pets_factory(8)
 
 
 @pytest.mark.slow

@@ -11,17 +11,9 @@ import pytest
 from silhouette.cli import main
 
 
-@pytest.fixture(scope="module")
-def tiny_pets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from silhouette.data.datasets import prepare_dataset
-
-    out = tmp_path_factory.mktemp("pets_tiny")
-    prepare_dataset("pets2009", out, size=(160, 100), every=4, progress=False)
-    return out
-
-
 @pytest.mark.slow
-def test_attack_quick_end_to_end_and_resume(tiny_pets: Path, tmp_path: Path) -> None:
+def test_attack_quick_end_to_end_and_resume(tiny_pets_factory, tmp_path: Path) -> None:  # noqa: ANN001
+    tiny_pets = tiny_pets_factory(4)
     out = tmp_path / "attack"
     argv = ["attack", "--data", str(tiny_pets), "--methods", "clean,pixelate:8", "--attacks", "reconstruction,reid",
             "--quick", "--epochs", "1", "--reid-epochs", "1", "--out", str(out), "--threads", "1", "--no-progress"]
