@@ -160,12 +160,11 @@ def resize_bgr(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def bgr_batch(images: list[np.ndarray]) -> np.ndarray:
     """HxWx3 uint8 BGR frames (same size) -> float32 [B,3,H,W] RGB in [0,1]."""
-    arr = np.stack(images)[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
-    return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+    return np.stack([bgr_to_chw(im) for im in images])
 
 
 def bgr_to_chw(image: np.ndarray) -> np.ndarray:
-    """One HxWx3 uint8 BGR frame -> float32 [3,H,W] RGB in [0,1]; np.stack of these equals bgr_batch, bit for bit."""
+    """One HxWx3 uint8 BGR frame -> float32 [3,H,W] RGB in [0,1] (the pipeline's reader converts frame by frame)."""
     arr = image[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
@@ -195,11 +194,7 @@ class EdgeObfuscator:
 
     def obfuscate_many(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Obfuscate several frames in one batch."""
-        return self.obfuscate_prepared([self.prepare(im) for im in images])
-
-    def obfuscate_prepared(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Obfuscate frames already at model size (`prepare`d) in one batch."""
-        return batch_to_bgr(self.run(bgr_batch(images)))
+        return batch_to_bgr(self.run(bgr_batch([self.prepare(im) for im in images])))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The runner on a float32 [B,3,H,W] batch; only this call counts towards `model_seconds`."""
