@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from silhouette.detectors.base import Detections
-from silhouette.evaluation.metrics import count_error, mean_similarity, person_ap, similarity
+from silhouette.evaluation.metrics import boxes_found, count_error, mean_similarity, person_ap, similarity
 
 
 def dets(boxes: list[list[float]], scores: list[float] | None = None, labels: list[int] | None = None) -> Detections:
@@ -64,6 +64,19 @@ def test_count_error() -> None:
     targets = [dets([[0, 0, 1, 1]] * 2), dets([[0, 0, 1, 1]])]
     assert count_error(preds, targets) == {"mae": 1.0, "bias": 0.0}  # +1 and -1
     assert count_error(preds, targets, min_score=0.5) == {"mae": 0.5, "bias": -0.5}
+
+
+def test_boxes_found_matches_one_to_one_above_threshold() -> None:
+    targets = [dets([[0, 0, 10, 10], [20, 20, 30, 30]]), dets([[0, 0, 10, 10]])]
+    preds = [
+        # two predictions on the first person (only one may count), none on the second
+        dets([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], [0.9, 0.8, 0.9]),
+        dets([[0, 0, 10, 10]], [0.2]),  # right place, below the threshold below
+    ]
+    assert boxes_found(preds, targets) == 2
+    assert boxes_found(preds, targets, min_score=0.5) == 1
+    shifted = [dets([[6, 6, 16, 16]], [0.9]), Detections.empty()]  # IoU 16/184 with the first box
+    assert boxes_found(shifted, targets) == 0
 
 
 def test_similarity_of_identical_images() -> None:

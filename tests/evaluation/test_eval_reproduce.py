@@ -78,6 +78,10 @@ def test_reproduce_quick_writes_every_promised_file(tmp_path: Path, pets_eval: P
     assert [r["test"] for r in gen["data"]["results"]] == ["pets_test", "pets_val"]
     assert any("Intel: not run: checkpoint" in n for n in gen["notes"])
     assert gen["rows"][0][1] == "PETS test (training footage)" and gen["rows"][1][1] == "pets_val (training footage)"
+    for row, res in zip(gen["rows"], gen["data"]["results"]):
+        assert row[gen["columns"].index("Pseudo boxes")] == str(res["pseudo_boxes"]) and res["pseudo_boxes"] >= 0
+    # 4 frames give fewer pseudo-label boxes than FEW_BOXES: the AP is flagged, with the count found again
+    assert any("too few for a stable AP" in n and "found again" in n for n in gen["notes"])
     cross = metrics["sections"]["cross_detector"]["data"]["rows"][0]
     assert cross["trained_on"] == "fastestdet" and cross["unseen"] == ["yolo_fastest_body"]
     assert "*" in metrics["sections"]["cross_detector"]["rows"][0][2]

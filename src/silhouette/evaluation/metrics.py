@@ -50,6 +50,28 @@ def count_error(preds: Sequence[Detections], targets: Sequence[Detections], min_
     return {"mae": float(np.abs(p - t).mean()), "bias": float((p - t).mean())}
 
 
+def boxes_found(preds: Sequence[Detections], targets: Sequence[Detections], min_score: float = 0.0, iou: float = 0.5) -> int:
+    """How many target person boxes a prediction (score >= min_score) covers at IoU >= `iou`, matched one to one."""
+    from torchvision.ops import box_iou
+
+    if len(preds) != len(targets):
+        raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
+    found = 0
+    for p, t in zip(preds, targets):
+        p, t = p.persons(min_score), t.persons()
+        if len(p) == 0 or len(t) == 0:
+            continue
+        ious = box_iou(p.boxes[p.scores.argsort(descending=True)].float(), t.boxes.float())
+        taken = torch.zeros(len(t), dtype=torch.bool)
+        for row in ious:  # greedy by score, as COCO matching
+            row = row.masked_fill(taken, -1.0)
+            j = int(row.argmax())
+            if row[j] >= iou:
+                taken[j] = True
+        found += int(taken.sum())
+    return found
+
+
 def _to_hwc(x: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().float().cpu().numpy()

@@ -198,7 +198,7 @@ def evaluate_obfuscator(
     from tqdm import tqdm
 
     from silhouette.data import collate_frames
-    from silhouette.evaluation.metrics import count_error, person_ap, similarity
+    from silhouette.evaluation.metrics import boxes_found, count_error, person_ap, similarity
 
     sel = FrameSelection(Path(dataset_root), split, list(cameras) if cameras else None, max_frames, stride)
     ds, idx = open_frames(sel)
@@ -249,6 +249,7 @@ def evaluate_obfuscator(
             "pred_threshold": pred_threshold if pred_threshold is not None and threshold_adjustable(dets[name])
             else operating[name],
             "pseudo_boxes": int(sum(len(p) for p in pseudo)),
+            "pseudo_found": boxes_found(a.obf, pseudo, min_score=thr),  # at the operating threshold, IoU >= 0.5
             "relative": person_ap(a.obf, pseudo),
             "count": {"obf_vs_clean": count_error(a.obf, pseudo, min_score=thr)},
             "gt": None,
