@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from silhouette.errors import SilhouetteError
-from silhouette.privacy.scorecard import flatten, load_utility, write_scorecard
+from silhouette.privacy.scorecard import flatten, load_utility, merge_scorecards, write_scorecard
 
 
 def _row(method: str, ap50: float | None, ssim: float, rank1: float) -> dict:
@@ -60,3 +60,21 @@ def test_load_utility_formats(tmp_path: Path) -> None:
     p.write_text("[1, 2]")
     with pytest.raises(SilhouetteError, match="no per-method utility"):
         load_utility(p)
+
+
+def test_merge_keeps_attacks_a_later_run_did_not_do_and_combines_face_detectors(tmp_path: Path) -> None:
+    """A faces-only Haar run merged after a full run adds its detector and keeps the full run's other results."""
+    full = _row("blur:2", 0.8, 0.9, 0.6)
+    full["faces"] = {"key": {"detectors": ["mtcnn"]}, "mtcnn": {"obfuscated": {"fraction": 0.25}}}
+    haar_only = {"method": "blur:2", "utility": None, "reconstruction": None, "reid": None,
+                 "faces": {"key": {"detectors": ["haar"]}, "haar": {"obfuscated": {"fraction": 0.5}}}}
+    for name, row in (("gpu", full), ("cpu", haar_only)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "scorecard.json").write_text(json.dumps({"meta": {"device": name}, "results": [row]}))
+    paths = merge_scorecards([tmp_path / "gpu", tmp_path / "cpu"], tmp_path / "merged")
+    data = json.loads(paths["json"].read_text())
+    (row,) = data["results"]
+    assert row["faces"]["key"]["detectors"] == ["mtcnn", "haar"] and set(row["faces"]) >= {"mtcnn", "haar"}
+    assert row["reconstruction"] == full["reconstruction"] and row["reid"] == full["reid"]
+    (flat,) = data["rows"]
+    assert flat["face_obf"] == 0.5 and flat["ap50"] == 0.8 and flat["reid_adaptive"] == 0.6

@@ -236,12 +236,26 @@ def utility_from_evaluation(path: str | Path, detector: str | None = None) -> di
     return {"ap50": _get(row, "relative", "ap50"), "count_mae": _get(row, "count", "obf_vs_clean", "mae")}
 
 
+def _merge_row(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """`new` over `old`, keeping `old`'s results for attacks `new` did not run and its other face detectors."""
+    if old is None:
+        return dict(new)
+    merged = {**old, **{k: v for k, v in new.items() if v is not None}}
+    if isinstance(old.get("faces"), Mapping) and isinstance(new.get("faces"), Mapping):
+        merged["faces"] = {**old["faces"], **new["faces"]}
+        dets = [*(old["faces"].get("key") or {}).get("detectors", []), *(new["faces"].get("key") or {}).get("detectors", [])]
+        merged["faces"]["key"] = {**(new["faces"].get("key") or {}), "detectors": list(dict.fromkeys(dets))}
+    merged["source"] = f"{old.get('source')} + {new.get('source')}"
+    return merged
+
+
 def merge_scorecards(sources: Sequence[str | Path], out_dir: str | Path,
                      utility: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
     """One scorecard from several `attack` outputs (say, baselines attacked on a GPU, ours on a CPU).
 
-    Rows are taken in source order; a method present in a later source replaces the earlier row. Rows whose
-    reconstruction recipe differs from the first row's are named in a note, so mixed recipes are never silent.
+    Rows are taken in source order; a method present in a later source updates the earlier row attack by attack
+    (an attack the later run did not do is kept, face detectors are combined). Rows whose reconstruction recipe
+    differs from the first row's are named in a note, so mixed recipes are never silent.
     """
     from silhouette.fileio import read_json
 
@@ -256,7 +270,7 @@ def merge_scorecards(sources: Sequence[str | Path], out_dir: str | Path,
             raise SilhouetteError(f"{path}: not a scorecard.json written by `silhouette attack`")
         metas.append({**data.get("meta", {}), "source": str(path)})
         for row in data["results"]:
-            rows[row["method"]] = {**row, "source": str(path)}
+            rows[row["method"]] = _merge_row(rows.get(row["method"]), {**row, "source": str(path)})
     for name, u in (utility or {}).items():
         if name in rows:
             rows[name]["utility"] = dict(u)
