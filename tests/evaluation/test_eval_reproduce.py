@@ -80,6 +80,9 @@ def test_reproduce_quick_writes_every_promised_file(tmp_path: Path, pets_eval: P
     assert gen["rows"][0][1] == "PETS test (training footage)" and gen["rows"][1][1] == "pets_val (training footage)"
     for row, res in zip(gen["rows"], gen["data"]["results"]):
         assert row[gen["columns"].index("Pseudo boxes")] == str(res["pseudo_boxes"]) and res["pseudo_boxes"] >= 0
+        mae = res["count"]["obf_vs_clean"]["mae"]
+        assert mae >= 0 and row[gen["columns"].index("Count MAE obf vs clean")] == f"{mae:.2f}"
+        assert "→" in row[gen["columns"].index("Count MAE vs GT clean → obf")]  # PETS has GT
     # 4 frames give fewer pseudo-label boxes than FEW_BOXES: the AP is flagged, with the count found again
     assert any("too few for a stable AP" in n and "found again" in n for n in gen["notes"])
     cross = metrics["sections"]["cross_detector"]["data"]["rows"][0]
