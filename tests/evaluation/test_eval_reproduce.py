@@ -77,7 +77,7 @@ def test_reproduce_quick_writes_every_promised_file(tmp_path: Path, pets_eval: P
     gen = metrics["sections"]["generalisation"]
     assert [r["test"] for r in gen["data"]["results"]] == ["pets_test", "pets_val"]
     assert any("Intel: not run: checkpoint" in n for n in gen["notes"])
-    assert gen["rows"][0][1] == "PETS test (training footage)" and gen["rows"][1][1] == "pets_val (training footage)"
+    assert gen["rows"][0][1] == "PETS test (training dataset)" and gen["rows"][1][1] == "pets_val (training dataset)"
     for row, res in zip(gen["rows"], gen["data"]["results"]):
         assert row[gen["columns"].index("Pseudo boxes")] == str(res["pseudo_boxes"]) and res["pseudo_boxes"] >= 0
         mae = res["count"]["obf_vs_clean"]["mae"]

@@ -215,7 +215,7 @@ def generalisation_table(
             same = _trained_on_root(loaded) == test.root.resolve()
             boxes = int(d["pseudo_boxes"])
             sec.rows.append([
-                label, test.display() + (" (training footage)" if same else ""), det, str(r["frames"]), str(boxes),
+                label, test.display() + (" (training dataset)" if same else ""), det, str(r["frames"]), str(boxes),
                 pct(d["relative"]["ap50"]), pct(d["relative"]["ap"]),
                 f"{pct(gt['clean']['ap50'])} → {pct(gt['obfuscated']['ap50'])}" if gt else "no GT",
                 num(d["count"]["obf_vs_clean"]["mae"], 2),
