@@ -18,12 +18,12 @@ from silhouette.models import (
     read_checkpoint,
     save_checkpoint,
 )
-from silhouette.models.blocks import InvertedResidual
+from silhouette.models.blocks import FusedInvertedResidual, InvertedResidual
 
 torch.set_num_threads(2)
 
 
-@pytest.mark.parametrize("name", [None, "obf_paper", "obf_fast"])
+@pytest.mark.parametrize("name", [None, "obf_paper", "obf_fast", "obf_fused"])
 def test_paper_size_presets_match_paper_size(name: str | None) -> None:
     """Paper Table 4: 0.154 M params, 1.384 GMACs at 320x200; the default and the paper-size presets within ±25%."""
     m = build_obfuscator() if name is None else build_obfuscator(name)
@@ -32,28 +32,50 @@ def test_paper_size_presets_match_paper_size(name: str | None) -> None:
     assert 1.384e9 * 0.75 <= macs <= 1.384e9 * 1.25, macs
 
 
-def test_fast_preset_moves_work_off_full_resolution() -> None:
-    """obf_fast keeps the MAC budget but spends less of it at full resolution than obf_paper (why it runs faster)."""
-    def full_res_macs(model: torch.nn.Module) -> int:
-        from torch.utils.flop_counter import FlopCounterMode
+def _full_res_macs(model: torch.nn.Module) -> int:
+    """Conv MACs spent at full resolution (320x200) in one forward pass."""
+    total = 0
+    x = torch.zeros(1, 3, 200, 320)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            mod.register_forward_hook(lambda m, i, o: seen.append((m, o.shape[-2:])))
+    seen: list = []
+    with torch.no_grad():
+        model.eval()(x)
+    for m, hw in seen:
+        if tuple(hw) == (200, 320):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            total += hw[0] * hw[1] * m.out_channels * (m.in_channels // m.groups) * k
+    return total
 
-        total = 0
-        x = torch.zeros(1, 3, 200, 320)
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Conv2d):
-                mod.register_forward_hook(lambda m, i, o: seen.append((m, o.shape[-2:])))
-        seen: list = []
-        with torch.no_grad():
-            model.eval()(x)
-        for m, hw in seen:
-            if tuple(hw) == (200, 320):
-                k = m.kernel_size[0] * m.kernel_size[1]
-                total += hw[0] * hw[1] * m.out_channels * (m.in_channels // m.groups) * k
-        return total
 
-    paper, fast = build_obfuscator("obf_paper"), build_obfuscator("obf_fast")
-    assert full_res_macs(fast) < 0.5 * full_res_macs(paper)
-    assert count_macs(fast, (200, 320)) > 0.8 * count_macs(paper, (200, 320))
+def test_fast_presets_move_work_off_full_resolution() -> None:
+    """obf_fast and obf_fused keep the MAC budget but spend less (none) of it at full resolution (why they run faster)."""
+    paper, fast, fused = build_obfuscator("obf_paper"), build_obfuscator("obf_fast"), build_obfuscator("obf_fused")
+    assert _full_res_macs(fast) < 0.5 * _full_res_macs(paper)
+    assert _full_res_macs(fused) == 0
+    for m in (fast, fused):
+        assert count_macs(m, (200, 320)) > 0.8 * count_macs(paper, (200, 320))
+    kinds = {type(mod).__name__ for mod in fused.modules()}
+    assert {"FusedInvertedResidual", "InvertedResidual", "PixelShuffle"} <= kinds
+
+
+def test_fused_block_and_shuffle_head() -> None:
+    same, down = FusedInvertedResidual(8, 8, 1), FusedInvertedResidual(8, 16, 2)
+    assert same.use_residual and not down.use_residual
+    x = torch.rand(1, 8, 16, 16)
+    assert down(x).shape == (1, 16, 8, 8)
+    same.eval()
+    torch.nn.init.zeros_(same.block[-1][1].weight)
+    assert torch.equal(same(x), x)
+    m = build_obfuscator("obf_fused").eval()
+    for size in [(200, 320), (37, 51), (1, 9)]:
+        y = m(torch.rand(1, 3, *size))
+        assert y.shape == (1, 3, *size) and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    with pytest.raises(SilhouetteError, match="head"):
+        build_obfuscator("obf_fused", head="deconv")
+    with pytest.raises(SilhouetteError, match="stages"):
+        build_obfuscator("obf_paper", stages=((6, 16, 1),))
 
 
 def test_width_presets_are_smaller_and_macs_scale_with_area() -> None:
@@ -117,16 +139,17 @@ def test_onnx_export_runs_at_two_sizes(tmp_path: Path) -> None:
     import numpy as np
     import onnxruntime as ort
 
-    m = build_obfuscator("obf_w025").eval()
-    path = tmp_path / "obf.onnx"
-    x = torch.rand(1, 3, 200, 320)
-    torch.onnx.export(m, (x,), str(path), opset_version=17, input_names=["images"], output_names=["obfuscated"],
-                      dynamic_axes={"images": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for shape in [(1, 3, 200, 320), (2, 3, 96, 160), (1, 3, 37, 51)]:
-        x = torch.rand(*shape)
-        (y,) = sess.run(None, {"images": x.numpy()})
-        np.testing.assert_allclose(y, m(x).detach().numpy(), atol=1e-4)
+    for name in ("obf_w025", "obf_fused"):
+        m = build_obfuscator(name).eval()
+        path = tmp_path / f"{name}.onnx"
+        x = torch.rand(1, 3, 200, 320)
+        torch.onnx.export(m, (x,), str(path), opset_version=17, input_names=["images"], output_names=["obfuscated"],
+                          dynamic_axes={"images": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for shape in [(1, 3, 200, 320), (2, 3, 96, 160), (1, 3, 37, 51)]:
+            x = torch.rand(*shape)
+            (y,) = sess.run(None, {"images": x.numpy()})
+            np.testing.assert_allclose(y, m(x).detach().numpy(), atol=1e-4)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from silhouette.errors import SilhouetteError
-from silhouette.models.blocks import ConvBNAct, DepthwiseSeparableConv, InvertedResidual, UpBlock, make_divisible
+from silhouette.models.blocks import ConvBNAct, FusedInvertedResidual, InvertedResidual, UpBlock, make_divisible
 from silhouette.registry import Registry
 
-# (expansion, out channels, repeats, stride) per encoder stage, MobileNetV2 notation.
+# (expansion, out channels, repeats, stride[, fused]) per encoder stage, MobileNetV2 notation; fused=1 builds the
+# stage from Fused-MBConv blocks (dense 3x3 expand) instead of 1x1 expand + depthwise.
 DEFAULT_STAGES: tuple[tuple[float, int, int, int], ...] = ((6, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2))
 
 
@@ -22,6 +23,8 @@ class MobileAutoencoder(nn.Module):
 
     The additive skips (encoder feature of the same scale added after each upsampling block) cost no parameters
     and let the network keep person shapes sharp; `skips=False` gives the plain bottleneck autoencoder.
+    `head="shuffle"` undoes a strided stem with a 1x1 conv to out·s² channels and a pixel shuffle, so no layer
+    runs at full resolution; `head="conv"` upsamples with UpBlocks and ends in a conv of `head_kernel`.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class MobileAutoencoder(nn.Module):
         skips: bool = True,
         decoder_expansion: float = 4.0,
         head_kernel: int = 3,
+        head: str = "conv",
     ) -> None:
         super().__init__()
         if width <= 0 or depth <= 0:
@@ -45,11 +49,15 @@ class MobileAutoencoder(nn.Module):
             raise SilhouetteError(f"autoencoder head_kernel must be 1 or 3, got {head_kernel}")
         if stem_stride not in (1, 2, 4):
             raise SilhouetteError(f"autoencoder stem_stride must be 1, 2 or 4, got {stem_stride}")
+        if head not in ("conv", "shuffle"):
+            raise SilhouetteError(f"autoencoder head must be 'conv' or 'shuffle', got {head!r}")
+        if any(len(st) not in (4, 5) for st in stages):
+            raise SilhouetteError(f"autoencoder stages: each is (expansion, channels, repeats, stride[, fused]), got {list(stages)}")
         self.config: dict[str, Any] = dict(
             width=width, depth=depth, stem_channels=stem_channels, stem_stride=stem_stride,
             stages=[list(s) for s in stages], decoder_blocks=decoder_blocks,
             in_channels=in_channels, out_channels=out_channels, skips=skips,
-            decoder_expansion=decoder_expansion, head_kernel=head_kernel,
+            decoder_expansion=decoder_expansion, head_kernel=head_kernel, head=head,
         )
         self.skips = skips
         ch = make_divisible(stem_channels * width)
@@ -59,8 +67,11 @@ class MobileAutoencoder(nn.Module):
         self.stem = nn.Sequential(*stem)
         enc: list[nn.Module] = []
         skips_ch: list[int] = []  # channels at each stride-2 boundary, mirrored by the decoder
+        # the block kind of the encoder stage whose output lives at each scale; the decoder uses it there too
+        kind_at: dict[int, tuple[bool, float]] = {}
         self.total_stride = stem_stride
-        for t, c, n, s in stages:
+        for t, c, n, s, *rest in stages:
+            fused = bool(rest[0]) if rest else False
             out_ch = make_divisible(c * width)
             reps = max(1, math.ceil(int(n) * depth))
             for i in range(reps):
@@ -68,17 +79,28 @@ class MobileAutoencoder(nn.Module):
                 if stride == 2:
                     skips_ch.append(ch)
                     self.total_stride *= 2
-                enc.append(InvertedResidual(ch, out_ch, stride, float(t)))
+                block = FusedInvertedResidual if fused else InvertedResidual
+                enc.append(block(ch, out_ch, stride, float(t)))
                 ch = out_ch
+            kind_at.setdefault(self.total_stride, (fused, float(t)))
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = []
         self._skip_from = [i for i, blk in enumerate(enc) if blk.stride == 2]  # encoder inputs kept for the skips
         self._skip_to: list[int] = []  # decoder blocks whose output gets the matching encoder feature added
+        scale = self.total_stride
         for target in reversed(skips_ch):
+            scale //= 2
             self._skip_to.append(len(dec))
             dec.append(UpBlock(ch, target))
-            dec += [InvertedResidual(target, target, 1, float(decoder_expansion)) for _ in range(max(0, decoder_blocks - 1))]
+            fused, t = kind_at.get(scale, (False, float(decoder_expansion)))
+            for _ in range(max(0, decoder_blocks - 1)):
+                dec.append(FusedInvertedResidual(target, target, 1, t) if fused else InvertedResidual(target, target, 1, float(decoder_expansion)))
             ch = target
+        if head == "shuffle":
+            self.decoder = nn.Sequential(*dec)
+            # sub-pixel output: each stem-stride cell predicts its s x s pixels, so nothing runs at full resolution
+            self.head = nn.Sequential(nn.Conv2d(ch, out_channels * stem_stride**2, 1), nn.PixelShuffle(stem_stride))
+            return
         # the stem's downsampling is undone at the end, at low channel counts to keep full-res cost small
         up_stem = stem_stride
         while up_stem > 1:
@@ -124,6 +146,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "obf_fast": dict(
         stages=((1, 16, 1, 1), (2, 24, 1, 2), (6, 24, 3, 1), (6, 32, 3, 2), (6, 64, 2, 2)),
         decoder_expansion=3.0, head_kernel=1,
+    ),
+    # the paper's size band with no layer at full resolution: a stride-2 stem, Fused-MBConv blocks at half
+    # resolution (compute-bound dense 3x3s instead of memory-bound depthwise passes), a pixel-shuffle head
+    "obf_fused": dict(
+        stem_stride=2, stages=((4, 16, 4, 1, 1), (6, 32, 3, 2), (6, 48, 2, 2)), decoder_expansion=3.0, head="shuffle",
     ),
     "obf_w050": dict(width=0.5),
     "obf_w025": dict(width=0.25),
