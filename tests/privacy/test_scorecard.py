@@ -78,3 +78,25 @@ def test_merge_keeps_attacks_a_later_run_did_not_do_and_combines_face_detectors(
     assert row["reconstruction"] == full["reconstruction"] and row["reid"] == full["reid"]
     (flat,) = data["rows"]
     assert flat["face_obf"] == 0.5 and flat["ap50"] == 0.8 and flat["reid_adaptive"] == 0.6
+
+
+def test_merge_renames_an_old_runs_row_so_it_stays_apart(tmp_path: Path) -> None:
+    """An older obfuscator's `ours` keeps its own row when a newer `ours` run is merged after it."""
+    from silhouette.privacy.scorecard import parse_rename
+
+    old, new = _row("ours", 0.91, 0.8, 0.58), _row("ours", 0.93, 0.5, 0.3)
+    for name, row in (("old", old), ("new", new)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "scorecard.json").write_text(json.dumps({"meta": {}, "results": [row]}))
+    rename = parse_rename(f"ours@{tmp_path / 'old'}=ours:paper")
+    paths = merge_scorecards([tmp_path / "old", tmp_path / "new"], tmp_path / "merged", renames=[rename])
+    rows = {r["method"]: r for r in json.loads(paths["json"].read_text())["rows"]}
+    assert set(rows) == {"ours:paper", "ours"}
+    assert rows["ours:paper"]["ap50"] == 0.91 and rows["ours"]["ap50"] == 0.93
+    assert "| ours:paper |" in paths["markdown"].read_text()
+    with pytest.raises(SilhouetteError, match="METHOD@DIR=NEW"):
+        parse_rename("ours=ours:paper")
+    with pytest.raises(SilhouetteError, match="not one of the --from runs"):
+        merge_scorecards([tmp_path / "new"], tmp_path / "m2", renames=[rename])
+    with pytest.raises(SilhouetteError, match="has no row 'clean'"):
+        merge_scorecards([tmp_path / "old"], tmp_path / "m3", renames=[parse_rename(f"clean@{tmp_path / 'old'}=x")])

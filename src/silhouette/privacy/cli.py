@@ -69,12 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     m = sub.add_parser("scorecard", help="merge several `attack` outputs into one privacy scorecard",
                        description="Merge the scorecard.json of several `silhouette attack` runs (e.g. baselines attacked "
                                    "on a GPU machine, our obfuscator on a CPU) into one scorecard.md/json + tradeoff.png. "
-                                   "A method in a later --from replaces the earlier row; differing attacker recipes are noted.")
+                                   "A method in a later --from updates the earlier row attack by attack; differing attacker "
+                                   "recipes are noted.")
     m.add_argument("--from", dest="sources", action="append", required=True, metavar="DIR",
                    help="an attack output folder (or its scorecard.json); repeatable, later ones win")
     m.add_argument("--out", required=True, metavar="DIR", help="folder for the merged scorecard")
     m.add_argument("--utility", action="append", default=[], metavar="METHOD=EVAL_JSON",
                    help="person AP50 / count MAE for a method from a `silhouette evaluate` evaluation.json (repeatable)")
+    m.add_argument("--rename", action="append", default=[], metavar="METHOD@DIR=NEW",
+                   help="rename row METHOD of the --from run DIR to NEW before merging, e.g. keep an older obfuscator's "
+                        "`ours` apart: ours@runs/attack_old=ours:old (repeatable)")
     m.set_defaults(func=scorecard_command)
 
 
@@ -101,7 +105,9 @@ def scorecard_command(args: argparse.Namespace) -> int:
         if not sep:
             raise SilhouetteError(f"--utility {spec!r}: expected METHOD=EVAL_JSON")
         utility[name.strip()] = utility_from_evaluation(path)
-    paths = merge_scorecards(args.sources, args.out, utility)
+    from silhouette.privacy.scorecard import parse_rename
+
+    paths = merge_scorecards(args.sources, args.out, utility, [parse_rename(r) for r in args.rename])
     print(paths["markdown"].read_text(encoding="utf-8"))
     for path in paths.values():
         print(f"wrote {path}")

@@ -249,28 +249,56 @@ def _merge_row(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[st
     return merged
 
 
+def parse_rename(spec: str) -> tuple[str, str, str]:
+    """`METHOD@DIR=NEW` -> (DIR, METHOD, NEW): rename one run's row before merging."""
+    left, sep, new = spec.rpartition("=")
+    method, at, src = left.partition("@")
+    if not sep or not at or not method or not src or not new:
+        raise SilhouetteError(f"--rename {spec!r}: expected METHOD@DIR=NEW, e.g. ours@runs/attack_old=ours:old")
+    return src, method, new
+
+
+def _scorecard_path(src: str | Path) -> Path:
+    """The scorecard.json of an attack folder (or the file itself)."""
+    return Path(src) / "scorecard.json" if Path(src).is_dir() else Path(src)
+
+
 def merge_scorecards(sources: Sequence[str | Path], out_dir: str | Path,
-                     utility: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Path]:
+                     utility: Mapping[str, Mapping[str, Any]] | None = None,
+                     renames: Sequence[tuple[str, str, str]] = ()) -> dict[str, Path]:
     """One scorecard from several `attack` outputs (say, baselines attacked on a GPU, ours on a CPU).
 
     Rows are taken in source order; a method present in a later source updates the earlier row attack by attack
     (an attack the later run did not do is kept, face detectors are combined). Rows whose reconstruction recipe
-    differs from the first row's are named in a note, so mixed recipes are never silent.
+    differs from the first row's are named in a note, so mixed recipes are never silent. `renames` are
+    (source, method, new name) triples, applied to that source's rows first: an old run of `ours` stays its own
+    row after the shipped obfuscator changes.
     """
     from silhouette.fileio import read_json
 
+    paths = [_scorecard_path(src) for src in sources]
+    by_source: dict[Path, dict[str, str]] = {}
+    for src, method, new in renames:
+        key = _scorecard_path(src).resolve()
+        if key not in {p.resolve() for p in paths}:
+            raise SilhouetteError(f"--rename {method}@{src}={new}: {src} is not one of the --from runs")
+        by_source.setdefault(key, {})[method] = new
     rows: dict[str, dict[str, Any]] = {}
     metas: list[dict[str, Any]] = []
-    for src in sources:
-        path = Path(src) / "scorecard.json" if Path(src).is_dir() else Path(src)
+    for src, path in zip(sources, paths):
         if not path.is_file():
             raise SilhouetteError(f"--from {src}: no scorecard.json there; run `silhouette attack --out {src}` first")
         data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             raise SilhouetteError(f"{path}: not a scorecard.json written by `silhouette attack`")
         metas.append({**data.get("meta", {}), "source": str(path)})
+        rename = by_source.get(path.resolve(), {})
+        missing = set(rename) - {row["method"] for row in data["results"]}
+        if missing:
+            raise SilhouetteError(f"--rename: {path} has no row {sorted(missing)[0]!r}")
         for row in data["results"]:
-            rows[row["method"]] = _merge_row(rows.get(row["method"]), {**row, "source": str(path)})
+            name = rename.get(row["method"], row["method"])
+            rows[name] = _merge_row(rows.get(name), {**row, "method": name, "source": str(path)})
     for name, u in (utility or {}).items():
         if name in rows:
             rows[name]["utility"] = dict(u)
