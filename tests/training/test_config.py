@@ -38,6 +38,7 @@ def test_paper_preset_is_the_papers_recipe() -> None:
         ({"train": {"alternate": "sometimes"}}, "train.alternate"),
         ({"train": {"warmup_target": "blur"}}, "train.warmup_target"),
         ({"train": {"blank_weight": -1}}, "train.blank_weight: must be >= 0"),
+        ({"data": {"photometric": 1.5}}, "data.photometric: expected a strength in [0, 1)"),
         ({"train": 3}, "train: expected a mapping"),
     ],
 )

@@ -29,6 +29,7 @@ class DataConfig:
     val_stride: int = 1  # keep every k-th validation frame
     crop: list[int] = field(default_factory=list)  # [H, W] random training crops; [] = whole frames
     hflip: bool = False  # random horizontal flips (boxes flipped too)
+    photometric: float = 0.0  # strength s of random brightness/contrast/gamma/colour jitter; 0 = off
     num_workers: int = 0
 
 
@@ -133,6 +134,7 @@ class Config:
             (t.warmup_schedule in ("linear", "constant"), f"train.warmup_schedule: expected 'linear' or 'constant', got {t.warmup_schedule!r}"),
             (t.warmup_batch_size >= 0, "train.warmup_batch_size: must be >= 0"),
             (len(d.crop) in (0, 2) and all(v > 0 for v in d.crop), f"data.crop: expected [] or [H, W], got {d.crop}"),
+            (0 <= d.photometric < 1, f"data.photometric: expected a strength in [0, 1), got {d.photometric}"),
             (0 <= self.detector.score_threshold <= 1, "detector.score_threshold: must lie in [0, 1]"),
             (self.eval.every >= 1, "eval.every: must be >= 1"),
         ]

@@ -176,9 +176,9 @@ def best_score(ap50: float, ssim: float, ssim_target: float) -> float:
 
 
 def _crop_and_flip(
-    x: torch.Tensor, crop: Sequence[int], hflip: bool, gen: torch.Generator
+    x: torch.Tensor, crop: Sequence[int], hflip: bool, gen: torch.Generator, photometric: float = 0.0
 ) -> torch.Tensor:
-    """Random crops [H,W] (and flips) drawn from `gen`; the same draws in every run with the same seed."""
+    """Random crops [H,W], flips and photometric jitter drawn from `gen`; the same draws in every run with the same seed."""
     b, _, h, w = x.shape
     outs = []
     for i in range(b):
@@ -190,8 +190,24 @@ def _crop_and_flip(
             img = img[:, top : top + ch, left : left + cw]
         if hflip and bool(torch.rand(1, generator=gen) < 0.5):
             img = img.flip(-1)
+        if photometric > 0:
+            img = photometric_jitter(img, photometric, gen)
         outs.append(img)
     return torch.stack(outs)
+
+
+def photometric_jitter(img: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """Random gamma, contrast, brightness and per-channel gain of a [3,H,W] image in [0,1], clamped to [0,1].
+
+    One camera's footage covers a narrow band of light and colour; without this the obfuscator learns a mapping
+    that only works inside that band (a PETS-trained one then loses most people in bright indoor scenes).
+    """
+    u = (torch.rand(6, generator=gen) * 2 - 1) * strength  # six draws in [-s, s]
+    gamma, contrast, gain = float(torch.exp(u[0])), 1.0 + float(u[1]), 1.0 + float(u[2])
+    channel = (1.0 + u[3:] / 2).view(3, 1, 1).to(img)
+    out = img.clamp(0, 1) ** gamma
+    mean = out.mean()
+    return (((out - mean) * contrast + mean) * gain * channel).clamp(0, 1)
 
 
 def _flip_targets(d: Detections, width: int) -> Detections:
@@ -357,10 +373,10 @@ class Trainer:
         """Images (cropped/flipped as configured) and their person targets."""
         d = self.cfg.data
         x = self.train_frames.batch(idx)
-        if not d.crop and not d.hflip:
+        if not d.crop and not d.hflip and not d.photometric:
             return x, [self.train_frames.labels[i] for i in idx]
-        x = _crop_and_flip(x, d.crop, d.hflip, gen)
-        # a crop changes what the detector sees: its own person boxes on the clean crop are the targets
+        x = _crop_and_flip(x, d.crop, d.hflip, gen, d.photometric)
+        # a crop or jitter changes what the detector sees: its own person boxes on the clean crop are the targets
         with torch.no_grad():
             targets = person_targets(self.detector.predict(x), self.cfg.detector.score_threshold)
         return x, [Detections(t.boxes.cpu(), t.scores.cpu(), t.labels.cpu()) for t in targets]
@@ -385,7 +401,7 @@ class Trainer:
         bar = self._bar(total=t.warmup_steps, desc=f"warm-start ({t.warmup_target})")
         while steps < t.warmup_steps:
             for idx in self._batches(10_000 + rounds, bs):
-                x = _crop_and_flip(self.train_frames.batch(idx), crop, d.hflip, gen).to(self.device)
+                x = _crop_and_flip(self.train_frames.batch(idx), crop, d.hflip, gen, d.photometric).to(self.device)
                 loss, out = engine.warmup_step(x, t.warmup_target)
                 rec = engine.deobfuscator_step(x, out)
                 sched.step()
