@@ -23,7 +23,7 @@ import torch
 from _common import print_report, median_ms, run_info, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "edge.json"
-VARIANTS = ["obf_paper", "obf_fast", "obf_w050", "obf_w025", "obf_edge"]
+VARIANTS = ["obf_fused", "obf_paper", "obf_fast", "obf_w050", "obf_w025", "obf_edge"]
 GOAL_RATIO_VS_YOLOX = 3.0
 GOAL_INT8_FPS = 60.0
 
