@@ -55,7 +55,19 @@ class DepthwiseSeparableConv(nn.Sequential):
         self.in_ch, self.out_ch = in_ch, out_ch
 
 
-class InvertedResidual(nn.Module):
+class _ResidualBlock(nn.Module):
+    """`self.block`, plus the input when stride 1 keeps the shape (set up by the subclasses)."""
+
+    block: nn.Sequential
+    use_residual: bool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block, adding the input when the shapes match."""
+        out = self.block(x)
+        return x + out if self.use_residual else out
+
+
+class InvertedResidual(_ResidualBlock):
     """MobileNetV2 block: 1x1 expand, 3x3 depthwise (stride), 1x1 linear project; residual when shapes match."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, expansion: float = 6.0) -> None:
@@ -69,13 +81,8 @@ class InvertedResidual(nn.Module):
         self.use_residual = stride == 1 and in_ch == out_ch
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the block, adding the input when the shapes match."""
-        out = self.block(x)
-        return x + out if self.use_residual else out
 
-
-class FusedInvertedResidual(nn.Module):
+class FusedInvertedResidual(_ResidualBlock):
     """Fused-MBConv (EfficientNetV2): a dense 3x3 expand (stride) then a 1x1 linear project; residual when shapes match.
 
     It replaces the 1x1-expand + depthwise pair where the feature map is large: one compute-bound dense conv is
@@ -88,11 +95,6 @@ class FusedInvertedResidual(nn.Module):
         self.block = nn.Sequential(ConvBNAct(in_ch, hidden, 3, stride), ConvBNAct(hidden, out_ch, 1, act=None))
         self.use_residual = stride == 1 and in_ch == out_ch
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the block, adding the input when the shapes match."""
-        out = self.block(x)
-        return x + out if self.use_residual else out
 
 
 class UpBlock(nn.Module):

@@ -97,7 +97,7 @@ def attack_command(args: argparse.Namespace) -> int:
 def scorecard_command(args: argparse.Namespace) -> int:
     """Handler of `silhouette scorecard`."""
     from silhouette.errors import SilhouetteError
-    from silhouette.privacy.scorecard import merge_scorecards, utility_from_evaluation
+    from silhouette.privacy.scorecard import merge_scorecards, parse_rename, utility_from_evaluation
 
     utility = {}
     for spec in args.utility:
@@ -105,8 +105,6 @@ def scorecard_command(args: argparse.Namespace) -> int:
         if not sep:
             raise SilhouetteError(f"--utility {spec!r}: expected METHOD=EVAL_JSON")
         utility[name.strip()] = utility_from_evaluation(path)
-    from silhouette.privacy.scorecard import parse_rename
-
     paths = merge_scorecards(args.sources, args.out, utility, [parse_rename(r) for r in args.rename])
     print(paths["markdown"].read_text(encoding="utf-8"))
     for path in paths.values():

@@ -277,10 +277,11 @@ def merge_scorecards(sources: Sequence[str | Path], out_dir: str | Path,
     from silhouette.fileio import read_json
 
     paths = [_scorecard_path(src) for src in sources]
+    resolved = {p.resolve() for p in paths}
     by_source: dict[Path, dict[str, str]] = {}
     for src, method, new in renames:
         key = _scorecard_path(src).resolve()
-        if key not in {p.resolve() for p in paths}:
+        if key not in resolved:
             raise SilhouetteError(f"--rename {method}@{src}={new}: {src} is not one of the --from runs")
         by_source.setdefault(key, {})[method] = new
     rows: dict[str, dict[str, Any]] = {}
