@@ -48,8 +48,9 @@ def _info(args: argparse.Namespace) -> int:
     else:
         model = build_model(args.target)
         print(f"model: {args.target}")
-    print(f"params: {count_params(model):,} ({count_params(model) / 1e6:.3f} M)")
-    print(f"MACs at {w}x{h}: {count_macs(model, (h, w)):,} ({count_macs(model, (h, w)) / 1e9:.3f} G)")
+    params, macs = count_params(model), count_macs(model, (h, w))  # a MAC count is a full forward pass: once
+    print(f"params: {params:,} ({params / 1e6:.3f} M)")
+    print(f"MACs at {w}x{h}: {macs:,} ({macs / 1e9:.3f} G)")
     if ckpt is not None:
         cfg = ckpt.get("config") or {}
         print(f"epoch: {ckpt.get('epoch')}  step: {ckpt.get('step')}")
