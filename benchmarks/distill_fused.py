@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     """Distil for --minutes, save the student, print and write the held-out agreement."""
     from silhouette.deploy.pipeline import OnnxRunner, cached_onnx
     from silhouette.fileio import write_json
-    from silhouette.models import build_obfuscator, count_macs, count_params, save_checkpoint
+    from silhouette.models import build_obfuscator, count_macs, count_params, load_obfuscator, save_checkpoint
     from silhouette.training.trainer import _crop_and_flip
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student", default="obf_fused", help="registered obfuscator preset to train (default obf_fused)")
     p.add_argument("--pets", type=Path, default=Path("runs/data/pets2009"), help="prepared pets2009 folder")
     p.add_argument("--intel", type=Path, default=Path("runs/data/intel"), help="prepared intel folder")
+    p.add_argument("--init", type=Path, default=None, help="start from this student checkpoint (continue a distillation)")
     p.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget (default 10)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    student = build_obfuscator(args.student).train()
+    student = (load_obfuscator(args.init) if args.init else build_obfuscator(args.student)).train()
     # the teacher runs in ONNX Runtime, ~6x torch's speed for this net
     teacher = OnnxRunner(cached_onnx(args.teacher), threads=args.threads)
     train = _frames([(args.pets, 2), (args.intel, 6)], "train")
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         **run_info(load_before),
         "teacher": str(args.teacher or "shipped default"), "student": args.student,
+        "init": str(args.init) if args.init else None,
         "params": count_params(student), "macs_320x200": count_macs(student),
         "train_frames": len(train), "steps": step, "batch": args.batch, "seconds": round(seconds, 1),
         "final_train_mse": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 6), "held_out": held,

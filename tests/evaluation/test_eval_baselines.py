@@ -6,10 +6,17 @@ import pytest
 import torch
 
 from silhouette.errors import SilhouetteError
-from silhouette.evaluation.baselines import BASELINES, apply_baseline, get_baseline, predict_all, tune_baseline
+from silhouette.evaluation.baselines import (
+    BASELINES,
+    apply_baseline,
+    fold_intensities,
+    get_baseline,
+    predict_all,
+    tune_baseline,
+)
 from silhouette.evaluation.metrics import person_ap, similarity
 
-# parameters ordered from weak to strong obfuscation
+# parameters of the classic baselines ordered from weak to strong obfuscation ('fold' has no untouched setting)
 SWEEPS = {
     "blur": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
     "noise": [0.0, 0.01, 0.03, 0.1, 0.3],
@@ -19,7 +26,26 @@ SWEEPS = {
 
 
 def test_every_baseline_has_a_sweep() -> None:
-    assert set(SWEEPS) == set(BASELINES)
+    assert set(SWEEPS) | {"fold"} == set(BASELINES)
+
+
+def test_one_fold_is_the_warm_start_map_and_folds_collide_dark_with_bright(pets_frames: dict[str, torch.Tensor]) -> None:
+    from silhouette.training.engine import warmup_target
+
+    frame = pets_frames["pets_f0400"][None]
+    assert torch.allclose(apply_baseline("fold", frame, 1), warmup_target(frame, "solarize"), atol=1e-6)
+    ssims = {}
+    for k in (1, 4, 16):
+        out = fold_intensities(frame, k)
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        # x and 1 - x land on the same value: the map cannot be inverted pointwise
+        assert torch.allclose(out, fold_intensities(1.0 - frame, k), atol=1e-5)
+        ssims[k] = similarity(frame[0], out[0])["ssim"]
+    assert ssims[1] > ssims[4] > ssims[16], ssims
+    ramp = torch.linspace(0, 1, 1001).view(1, 1, 1, -1).expand(1, 3, 1, -1)
+    assert float(fold_intensities(ramp, 3).diff(dim=-1).abs().max()) < 0.01  # continuous across fold boundaries
+    with pytest.raises(SilhouetteError, match="fold"):
+        apply_baseline("fold", frame, 0)
 
 
 @pytest.mark.parametrize("name", sorted(SWEEPS))

@@ -75,6 +75,21 @@ def pixelate(images: torch.Tensor, block: float) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="nearest")
 
 
+def fold_intensities(images: torch.Tensor, folds: float) -> torch.Tensor:
+    """Fold every channel's intensity axis `folds` times into tents: 1 fold is 2·min(x, 1−x), the CPU recipe's warm start.
+
+    A pointwise map that keeps edges (detectors still see shapes) but makes dark and bright colours collide;
+    k folds map 2k intensities onto each output value.
+    """
+    check_image(images)
+    k = int(round(folds))
+    if k < 1:
+        raise SilhouetteError(f"intensity folding needs >= 1 fold, got {folds}")
+    frac = torch.remainder(images.clamp(0.0, 1.0) * k, 1.0)
+    # frac(k·x) is 0 at both ends of each tent, so the map stays continuous across fold boundaries
+    return 1.0 - (2.0 * frac - 1.0).abs()
+
+
 @dataclass(frozen=True)
 class Baseline:
     """One obfuscation method: its function, parameter name and range, and which way is stronger."""
@@ -121,6 +136,12 @@ BASELINES: dict[str, Baseline] = {
     "pixelate": Baseline(
         "pixelate", "Pixelation", "block", pixelate, 1, 64, True,
         values=tuple(float(v) for v in range(1, 65)), describe=lambda p: f"{int(p)}×{int(p)} px blocks",
+    ),
+    # not a classic baseline: the zero-MAC pointwise map the CPU recipe warm-starts the obfuscator on,
+    # so a learned obfuscator can be judged against where its training began
+    "fold": Baseline(
+        "fold", "Intensity folding", "folds", fold_intensities, 1, 32, True,
+        values=tuple(float(v) for v in range(1, 33)), describe=lambda p: f"{int(p)} fold{'s' if int(p) > 1 else ''} of each channel",
     ),
 }
 

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="CKPT", help="obfuscator checkpoint (default: the shipped default obfuscator)")
     src.add_argument("--baseline", metavar="METHOD:PARAM",
-                     help="evaluate a classic obfuscation instead, e.g. blur:2.0, noise:0.05, quantize:8, pixelate:4")
+                     help="evaluate a classic obfuscation instead, e.g. blur:2.0, noise:0.05, quantize:8, pixelate:4, "
+                          "or fold:1 (the pointwise map 2·min(x, 1-x) the CPU recipe warm-starts on)")
     src.add_argument("--clean", action="store_true", help="evaluate the unmodified frames (sanity check: relative AP 100%%)")
     p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder (from `silhouette prepare`)")
     p.add_argument("--split", default="test", help="split to evaluate on: train, val, test or 'all' (default: test)")
