@@ -84,7 +84,7 @@ def test_merge_renames_an_old_runs_row_so_it_stays_apart(tmp_path: Path) -> None
     """An older obfuscator's `ours` keeps its own row when a newer `ours` run is merged after it."""
     from silhouette.privacy.scorecard import parse_rename
 
-    old, new = _row("ours", 0.91, 0.8, 0.58), _row("ours", 0.93, 0.5, 0.3)
+    old, new = {**_row("ours", 0.91, 0.8, 0.58), "setting": "default checkpoint"}, _row("ours", 0.93, 0.5, 0.3)
     for name, row in (("old", old), ("new", new)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "scorecard.json").write_text(json.dumps({"meta": {}, "results": [row]}))
@@ -93,7 +93,8 @@ def test_merge_renames_an_old_runs_row_so_it_stays_apart(tmp_path: Path) -> None
     rows = {r["method"]: r for r in json.loads(paths["json"].read_text())["rows"]}
     assert set(rows) == {"ours:paper", "ours"}
     assert rows["ours:paper"]["ap50"] == 0.91 and rows["ours"]["ap50"] == 0.93
-    assert "| ours:paper |" in paths["markdown"].read_text()
+    # the old run's "default checkpoint" is named as that run's, not today's
+    assert "| ours:paper (default checkpoint of old) |" in paths["markdown"].read_text()
     with pytest.raises(SilhouetteError, match="METHOD@DIR=NEW"):
         parse_rename("ours=ours:paper")
     with pytest.raises(SilhouetteError, match="not one of the --from runs"):

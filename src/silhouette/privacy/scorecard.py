@@ -299,7 +299,11 @@ def merge_scorecards(sources: Sequence[str | Path], out_dir: str | Path,
             raise SilhouetteError(f"--rename: {path} has no row {sorted(missing)[0]!r}")
         for row in data["results"]:
             name = rename.get(row["method"], row["method"])
-            rows[name] = _merge_row(rows.get(name), {**row, "method": name, "source": str(path)})
+            extra = {}
+            if name != row["method"] and row.get("setting"):
+                # "default checkpoint" was true when that run was made; say which run so it is not misread today
+                extra["setting"] = f"{row['setting']} of {path.parent.name}"
+            rows[name] = _merge_row(rows.get(name), {**row, **extra, "method": name, "source": str(path)})
     for name, u in (utility or {}).items():
         if name in rows:
             rows[name]["utility"] = dict(u)
