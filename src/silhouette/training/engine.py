@@ -46,6 +46,8 @@ def warmup_target(x: torch.Tensor, name: str) -> torch.Tensor:
     if name == "identity":
         return x
     if name == "solarize":
+        # the same map as evaluation.baselines.fold_intensities(x, 1), written as the committed runs were trained:
+        # 1 - |2x - 1| rounds differently for x < 0.25, and shipped checkpoints must retrain bit for bit
         return 2.0 * torch.minimum(x, 1.0 - x)
     raise SilhouetteError(f"unknown warm-start target {name!r}; choose identity or solarize")
 
