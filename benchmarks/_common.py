@@ -10,10 +10,13 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -108,3 +111,40 @@ def print_report(table: str, verdict: str) -> None:
     print(table)
     print()
     print(verdict)
+
+
+def log(msg: str) -> None:
+    """Timestamped line on stdout (the device tool returns the tail)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def silhouette(args: list[str], logfile: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start `python -m silhouette ARGS` with output to logfile."""
+    cmd = [sys.executable, "-m", "silhouette", *args]
+    log("$ " + shlex.join(cmd))
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(cmd, stdout=logfile.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+
+
+def wait_all(procs: dict[str, tuple[subprocess.Popen, float]], deadline: float) -> dict[str, dict]:
+    """Wait for every process until the deadline; terminate the rest. Returns rc and seconds per job."""
+    out: dict[str, dict] = {}
+    while procs:
+        for name, (p, t0) in list(procs.items()):
+            if p.poll() is not None:
+                out[name] = {"rc": p.returncode, "seconds": round(time.time() - t0, 1)}
+                log(f"done {name}: rc={p.returncode} in {out[name]['seconds']} s")
+                del procs[name]
+        if procs and time.time() > deadline:
+            for name, (p, t0) in procs.items():
+                p.terminate()
+                out[name] = {"rc": "stopped at deadline", "seconds": round(time.time() - t0, 1)}
+                log(f"stopped {name} at the deadline")
+            for p, _ in procs.values():
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            break
+        time.sleep(1)
+    return out

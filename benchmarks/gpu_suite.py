@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
+
+from _common import log, silhouette, wait_all
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = Path("runs/gpu")
@@ -47,43 +48,6 @@ TRAIN_JOBS: dict[str, tuple[str, list[str]]] = {
 }
 OURS = ["fast", "fast_b03", "fast_b1", "fast_b3", "fast_lam10"]  # attacked and evaluated for utility
 BASELINES_FILE = REPO / "benchmarks" / "results" / "baselines_matched.json"  # AP-matched settings (CPU tuner)
-
-
-def log(msg: str) -> None:
-    """Timestamped line on stdout (the device tool returns the tail)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def silhouette(args: list[str], logfile: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start `python -m silhouette ARGS` with output to logfile."""
-    cmd = [sys.executable, "-m", "silhouette", *args]
-    log("$ " + shlex.join(cmd))
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(cmd, stdout=logfile.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
-
-
-def wait_all(procs: dict[str, tuple[subprocess.Popen, float]], deadline: float) -> dict[str, dict]:
-    """Wait for every process until the deadline; terminate the rest. Returns rc and seconds per job."""
-    out: dict[str, dict] = {}
-    while procs:
-        for name, (p, t0) in list(procs.items()):
-            if p.poll() is not None:
-                out[name] = {"rc": p.returncode, "seconds": round(time.time() - t0, 1)}
-                log(f"done {name}: rc={p.returncode} in {out[name]['seconds']} s")
-                del procs[name]
-        if procs and time.time() > deadline:
-            for name, (p, t0) in procs.items():
-                p.terminate()
-                out[name] = {"rc": "stopped at deadline", "seconds": round(time.time() - t0, 1)}
-                log(f"stopped {name} at the deadline")
-            for p, _ in procs.values():
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-            break
-        time.sleep(1)
-    return out
 
 
 def pack(out: Path, files: list[Path], limit: int = 15_000_000, max_tars: int = 6) -> None:
