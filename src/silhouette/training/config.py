@@ -70,6 +70,8 @@ class TrainConfig:
     alternate: str = "batch"  # 'batch': both updates every batch; 'epoch': obf and deobf epochs alternate
     deobf_steps: int = 1  # deobfuscator updates per batch
     blank_weight: float = 0.0  # β: L1 pull of the obfuscated frame towards flat grey (the silhouette prior)
+    reid_weight: float = 0.0  # γ: identity confusion of a co-trained re-ID classifier on person crops (needs GT ids)
+    lr_reid: float = 1e-3  # learning rate of that co-trained re-ID classifier
     warmup_steps: int = 0  # warm-start: fit the obfuscator to `warmup_target` for N batches before the game
     warmup_target: str = "identity"  # identity | solarize (the pointwise fold 2·min(x, 1−x): not invertible)
     warmup_lr: float = 1e-2
@@ -124,6 +126,8 @@ class Config:
             (t.alternate in ("batch", "epoch"), f"train.alternate: expected 'batch' or 'epoch', got {t.alternate!r}"),
             (t.deobf_steps >= 1, "train.deobf_steps: must be >= 1"),
             (t.blank_weight >= 0, "train.blank_weight: must be >= 0"),
+            (t.reid_weight >= 0, "train.reid_weight: must be >= 0"),
+            (t.lr_reid > 0, "train.lr_reid: must be > 0"),
             (t.warmup_steps >= 0, "train.warmup_steps: must be >= 0"),
             (t.warmup_target in WARMUP_TARGETS, f"train.warmup_target: expected one of {', '.join(WARMUP_TARGETS)}, got {t.warmup_target!r}"),
             (0 <= self.eval.conf_threshold <= 1, "eval.conf_threshold: must lie in [0, 1]"),

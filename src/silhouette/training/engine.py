@@ -13,6 +13,7 @@ from torch import nn
 
 from silhouette.detectors.base import Detections, Detector
 from silhouette.errors import SilhouetteError
+from silhouette.privacy.reid import CROP_SIZE
 
 
 class TrainingDiverged(SilhouetteError):
@@ -70,6 +71,28 @@ class StepStats:
     loss_det: float = float("nan")
     mse_obf: float = float("nan")  # deobfuscator MSE seen by the obfuscator step
     loss_deobf: float = float("nan")
+    reid_confusion: float = float("nan")  # identity confusion the obfuscator step saw (0 = the classifier is blind)
+    loss_reid: float = float("nan")  # the co-trained re-ID classifier's cross-entropy
+
+
+# per image: ground-truth person boxes [K,4] (xyxy, in the image's pixels) and contiguous identity labels [K]
+People = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def person_crops(images: torch.Tensor, people: People, size: tuple[int, int] = CROP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoIAlign crops [N,3,*size] of every listed person (as the re-ID attack cuts them) and their identity labels."""
+    from torchvision.ops import roi_align
+
+    boxes = [b.to(images.device, images.dtype) for b, _ in people]
+    ids = torch.cat([i for _, i in people]) if people else torch.zeros(0, dtype=torch.long)
+    if not len(ids):
+        return images.new_zeros((0, 3, *size)), ids
+    return roi_align(images, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True), ids.to(images.device)
+
+
+def identity_confusion(logits: torch.Tensor) -> torch.Tensor:
+    """Mean KL(uniform ‖ softmax(logits)) over crops: 0 when the classifier cannot tell anyone apart."""
+    return (-F.log_softmax(logits.float(), dim=1).mean(dim=1) - math.log(logits.shape[1])).mean()
 
 
 class AdversarialEngine:
@@ -88,11 +111,15 @@ class AdversarialEngine:
         max_loss: float = 1e4,
         device: torch.device | str = "cpu",
         amp: bool = False,
+        reid: nn.Module | None = None,
+        opt_reid: torch.optim.Optimizer | None = None,
+        reid_weight: float = 0.0,
     ) -> None:
         self.obf, self.deobf, self.detector = obfuscator, deobfuscator, detector
         self.opt_obf, self.opt_deobf = opt_obf, opt_deobf
         self.det_weight, self.grad_clip, self.max_loss = det_weight, grad_clip, max_loss
         self.blank_weight = blank_weight
+        self.reid, self.opt_reid, self.reid_weight = reid, opt_reid, reid_weight
         self.device = torch.device(device)
         self.amp = amp and self.device.type == "cuda"
 
@@ -109,8 +136,9 @@ class AdversarialEngine:
             torch.nn.utils.clip_grad_norm_(params.parameters(), self.grad_clip)
         opt.step()
 
-    def obfuscator_step(self, x: torch.Tensor, targets: list[Detections], lam: float) -> tuple[StepStats, torch.Tensor]:
-        """Minimise det_weight·L_det(obf(X), Y) − λ·MSE(deobf(obf(X)), X) + β·|obf(X) − ½|; deobf and detector untouched."""
+    def obfuscator_step(self, x: torch.Tensor, targets: list[Detections], lam: float,
+                        people: People | None = None) -> tuple[StepStats, torch.Tensor]:
+        """Minimise det_weight·L_det(obf(X), Y) − λ·MSE(deobf(obf(X)), X) + β·|obf(X) − ½| + γ·confusion; only obf moves."""
         self.obf.train()
         stats = StepStats()
         with self._autocast():
@@ -118,7 +146,7 @@ class AdversarialEngine:
         o = o.float()
         deobf = unwrap(self.deobf)  # the raw module: no DDP gradient sync for a network that is not updated
         # the backward pass stays inside `frozen`: BN backward reads the running-stat buffers it restores
-        with frozen(deobf):
+        with frozen(deobf), (frozen(self.reid) if self.reid is not None else contextlib.nullcontext()):
             with self._autocast():
                 rec = deobf(o)
             mse = F.mse_loss(rec.float(), x)
@@ -129,20 +157,33 @@ class AdversarialEngine:
                 # output carries no scene detail for a post-hoc attacker to invert (λ·MSE alone only fools
                 # the co-trained deobfuscator, and an invertible colour remap satisfies it)
                 loss = loss + self.blank_weight * (o - 0.5).abs().mean()
+            if self.reid is not None and self.reid_weight > 0 and people:
+                crops, _ = person_crops(o, people)
+                if len(crops) >= 2:  # the classifier's BatchNorm needs two crops
+                    # λ·MSE only hides appearance from a reconstruction; this hides identity from a classifier
+                    # that keeps learning it, which is what an adaptive re-ID attacker does after deployment
+                    conf = identity_confusion(self.reid(crops))
+                    loss = loss + self.reid_weight * conf
+                    stats.reid_confusion = float(conf.detach())
             stats.loss_obf, stats.loss_det, stats.mse_obf = float(loss.detach()), float(det.detach()), float(mse.detach())
             check_loss("obfuscator loss", stats.loss_obf, self.max_loss)
             self._step(self.opt_obf, loss, self.obf)
         return stats, o.detach()
 
+    def _target_pass(self, x: torch.Tensor) -> torch.Tensor:
+        """obf(x) without gradients, in eval mode: a target-only pass must not move the obfuscator's BN statistics."""
+        raw = unwrap(self.obf)
+        was_training = raw.training
+        raw.eval()
+        with torch.no_grad(), self._autocast():
+            out = raw(x).float()
+        raw.train(was_training)
+        return out
+
     def deobfuscator_step(self, x: torch.Tensor, obfuscated: torch.Tensor | None = None) -> float:
         """Minimise MSE(deobf(obf(X).detach()), X); returns the loss."""
         if obfuscated is None:
-            raw = unwrap(self.obf)
-            was_training = raw.training
-            raw.eval()  # a target-only pass must not move the obfuscator's BN statistics
-            with torch.no_grad(), self._autocast():
-                obfuscated = raw(x).float()
-            raw.train(was_training)
+            obfuscated = self._target_pass(x)
         self.deobf.train()
         with self._autocast():
             rec = self.deobf(obfuscated.detach())
@@ -150,6 +191,18 @@ class AdversarialEngine:
         value = float(loss.detach())
         check_loss("deobfuscator loss", value, self.max_loss)
         self._step(self.opt_deobf, loss, self.deobf)
+        return value
+
+    def reid_step(self, obfuscated: torch.Tensor, people: People) -> float:
+        """One cross-entropy step of the co-trained re-ID classifier on person crops of the detached output."""
+        crops, ids = person_crops(obfuscated.detach(), people)
+        if self.reid is None or self.opt_reid is None or len(crops) < 2:
+            return float("nan")
+        self.reid.train()
+        loss = F.cross_entropy(self.reid(crops), ids)
+        value = float(loss.detach())
+        check_loss("re-ID classifier loss", value, self.max_loss)
+        self._step(self.opt_reid, loss, self.reid)
         return value
 
     def warmup_step(self, x: torch.Tensor, target: str = "identity") -> tuple[float, torch.Tensor]:
@@ -171,17 +224,21 @@ class AdversarialEngine:
         update_obf: bool = True,
         update_deobf: bool = True,
         deobf_steps: int = 1,
+        people: People | None = None,
     ) -> StepStats:
-        """One round: the obfuscator step (deobf frozen), then the deobfuscator step(s) on the detached output."""
+        """One round: the obfuscator step (adversaries frozen), then the deobfuscator step(s) and the re-ID step on
+        the detached output."""
         x = x.to(self.device, non_blocking=True)
         stats = StepStats()
         obfuscated = None
         if update_obf:
-            stats, obfuscated = self.obfuscator_step(x, targets, lam)
+            stats, obfuscated = self.obfuscator_step(x, targets, lam, people)
         if update_deobf:
             losses = []
             for i in range(deobf_steps):
                 # the first step reuses this batch's obfuscation; later ones re-run the (updated) obfuscator
                 losses.append(self.deobfuscator_step(x, obfuscated if i == 0 else None))
             stats.loss_deobf = sum(losses) / len(losses)
+        if self.reid is not None and people:
+            stats.loss_reid = self.reid_step(obfuscated if obfuscated is not None else self._target_pass(x), people)
         return stats

@@ -19,12 +19,12 @@ from silhouette.detectors.base import Detections, Detector
 from silhouette.errors import SilhouetteError
 from silhouette.training.config import Config, save_config
 from silhouette.training.distributed import barrier, dist_info, sync_buffers, broadcast_object, init_distributed, shutdown, wrap
-from silhouette.training.engine import AdversarialEngine, TrainingDiverged, unwrap
+from silhouette.training.engine import AdversarialEngine, People, TrainingDiverged, unwrap
 
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = [
-    "epoch", "lr_obf", "lr_deobf", "lam", "loss_obf", "loss_det", "mse_obf", "loss_deobf",
+    "epoch", "lr_obf", "lr_deobf", "lam", "loss_obf", "loss_det", "mse_obf", "loss_deobf", "reid_confusion", "loss_reid",
     "val_ap50", "val_ap", "val_ssim", "val_mse", "val_psnr", "val_nmi", "val_recon_mse",
     "train_images", "epoch_s", "images_per_s",
 ]
@@ -71,11 +71,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass
 class FrameSet:
-    """Frames held in memory as uint8 [N,3,H,W] with their files and (full-frame) pseudo-labels."""
+    """Frames held in memory as uint8 [N,3,H,W] with their files, (full-frame) pseudo-labels and GT persons."""
 
     images: torch.Tensor
     files: list[str]
     labels: list[Detections] = field(default_factory=list)
+    people: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # GT boxes [K,4], identity ids [K]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -97,7 +98,8 @@ def load_frames(root: Path, split: str, stride: int = 1, limit: int = 0) -> Fram
         raise SilhouetteError(f"{root}: split {split!r} has no frames after data.frame_stride={stride}")
     items = [ds[i] for i in idx]
     images = torch.stack([(it["image"] * 255.0).round().to(torch.uint8) for it in items])
-    return FrameSet(images, [it["file"] for it in items])
+    people = [(it["gt_boxes"].float().reshape(-1, 4), it["gt_ids"].long().reshape(-1)) for it in items]
+    return FrameSet(images, [it["file"] for it in items], people=people)
 
 
 def person_targets(dets: Sequence[Detections], threshold: float) -> list[Detections]:
@@ -176,24 +178,50 @@ def best_score(ap50: float, ssim: float, ssim_target: float) -> float:
 
 
 def _crop_and_flip(
-    x: torch.Tensor, crop: Sequence[int], hflip: bool, gen: torch.Generator, photometric: float = 0.0
+    x: torch.Tensor, crop: Sequence[int], hflip: bool, gen: torch.Generator, photometric: float = 0.0,
+    geometry: list[tuple[int, int, bool]] | None = None,
 ) -> torch.Tensor:
-    """Random crops [H,W], flips and photometric jitter drawn from `gen`; the same draws in every run with the same seed."""
+    """Random crops [H,W], flips and photometric jitter drawn from `gen`; the same draws in every run with the same seed.
+
+    `geometry`, when given, receives (top, left, flipped) per image, to move boxes along (see `move_boxes`).
+    """
     b, _, h, w = x.shape
     outs = []
     for i in range(b):
         img = x[i]
+        top = left = 0
         if crop:
             ch, cw = min(crop[0], h), min(crop[1], w)
             top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
             left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
             img = img[:, top : top + ch, left : left + cw]
-        if hflip and bool(torch.rand(1, generator=gen) < 0.5):
+        flipped = hflip and bool(torch.rand(1, generator=gen) < 0.5)
+        if flipped:
             img = img.flip(-1)
+        if geometry is not None:
+            geometry.append((top, left, flipped))
         if photometric > 0:
             img = photometric_jitter(img, photometric, gen)
         outs.append(img)
     return torch.stack(outs)
+
+
+def move_boxes(boxes: torch.Tensor, top: int, left: int, flipped: bool, size: Sequence[int],
+               min_visible: float = 0.5, min_height: float = 16.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes [K,4] (xyxy) after a crop at (top, left) of `size` [H,W] and an optional flip, clipped to the crop.
+
+    Also returns a keep mask: at least `min_visible` of the box inside the crop and `min_height` pixels tall (the
+    re-ID attack's minimum), so a sliver at the crop edge is not taken for a person.
+    """
+    h, w = size
+    b = boxes - torch.tensor([left, top, left, top], dtype=boxes.dtype)
+    clipped = torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w), b[:, 3].clamp(0, h)], dim=1)
+    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    seen = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = (seen >= min_visible * area) & (area > 0) & ((clipped[:, 3] - clipped[:, 1]) >= min_height)
+    if flipped:
+        clipped = torch.stack([w - clipped[:, 2], clipped[:, 1], w - clipped[:, 0], clipped[:, 3]], dim=1)
+    return clipped, keep
 
 
 def photometric_jitter(img: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
@@ -287,6 +315,7 @@ class Trainer:
         self.opt_deobf = torch.optim.AdamW(deobf.parameters(), lr=t.lr_deobf, weight_decay=t.weight_decay)
         self.sched_obf = torch.optim.lr_scheduler.StepLR(self.opt_obf, t.lr_step_epochs, t.lr_decay_obf)
         self.sched_deobf = torch.optim.lr_scheduler.StepLR(self.opt_deobf, t.lr_step_epochs, t.lr_decay_deobf)
+        self.reid, self.opt_reid = self._build_reid()
         self.start_epoch, self.best_score, self.step = 0, -math.inf, 0
         self.warm_done = t.warmup_steps == 0
         if self.resume:
@@ -297,9 +326,28 @@ class Trainer:
         self.engine = AdversarialEngine(
             self.obf, self.deobf, self.detector, self.opt_obf, self.opt_deobf,
             det_weight=t.det_weight, blank_weight=t.blank_weight, grad_clip=t.grad_clip, max_loss=t.max_loss, device=self.device, amp=t.amp,
+            reid=self.reid, opt_reid=self.opt_reid, reid_weight=t.reid_weight,
         )
         if self.dist.is_main:
             save_config(cfg, self.out / "config.yaml")
+
+    def _build_reid(self) -> tuple[nn.Module | None, torch.optim.Optimizer | None]:
+        """The co-trained re-ID classifier of train.reid_weight (the re-ID attack's network), or (None, None)."""
+        t = self.cfg.train
+        if t.reid_weight <= 0:
+            return None, None
+        ids = torch.cat([i for _, i in self.train_frames.people]) if self.train_frames.people else torch.zeros(0)
+        if not len(ids.unique()) >= 2:
+            raise SilhouetteError(f"train.reid_weight > 0 needs ground-truth person identities in {self.root} "
+                                  f"(split {self.cfg.data.train_split!r}); use data.dataset pets2009 or set train.reid_weight 0")
+        from silhouette.privacy.reid import ReIDNet
+
+        # identity ids -> contiguous class labels; the classifier is a training-time adversary, never shipped
+        self.id_labels = {int(v): k for k, v in enumerate(ids.unique().tolist())}
+        # not DDP-wrapped: a rank with fewer than two crops skips its step, which would stall a gradient all-reduce;
+        # each rank's classifier learns on its own shard (rank 0's is checkpointed)
+        reid = ReIDNet(len(self.id_labels)).to(self.device)
+        return reid, torch.optim.AdamW(reid.parameters(), lr=t.lr_reid, weight_decay=t.weight_decay)
 
     def _load_state(self, path: Path, obf: nn.Module, deobf: nn.Module) -> None:
         from silhouette.models.checkpoint import read_checkpoint
@@ -319,6 +367,11 @@ class Trainer:
         self.opt_deobf.load_state_dict(state["opt_deobf"])
         self.sched_obf.load_state_dict(state["sched_obf"])
         self.sched_deobf.load_state_dict(state["sched_deobf"])
+        if self.reid is not None:
+            if "reid" not in state:
+                raise SilhouetteError(f"--resume: {path} was trained without train.reid_weight; keep the run's config")
+            self.reid.load_state_dict(state["reid"])
+            self.opt_reid.load_state_dict(state["opt_reid"])
         self.start_epoch = int(ckpt["epoch"])
         self.step = int(ckpt.get("step", 0))
         self.best_score = float(state.get("best_score", -math.inf))
@@ -348,6 +401,7 @@ class Trainer:
                 "sched_deobf": self.sched_deobf.state_dict(),
                 "best_score": self.best_score,
                 "rng": rng_state(),
+                **({"reid": self.reid.state_dict(), "opt_reid": self.opt_reid.state_dict()} if self.reid is not None else {}),
             },
         )
 
@@ -369,17 +423,31 @@ class Trainer:
         bs = batch_size or self.cfg.train.batch_size
         return [order[i : i + bs] for i in range(0, len(order), bs)]
 
-    def _batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list[Detections]]:
-        """Images (cropped/flipped as configured) and their person targets."""
+    def _batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list[Detections], People | None]:
+        """Images (cropped/flipped as configured), their person targets and (for the re-ID term) GT persons."""
         d = self.cfg.data
         x = self.train_frames.batch(idx)
         if not d.crop and not d.hflip and not d.photometric:
-            return x, [self.train_frames.labels[i] for i in idx]
-        x = _crop_and_flip(x, d.crop, d.hflip, gen, d.photometric)
+            return x, [self.train_frames.labels[i] for i in idx], self._people(idx, None, x.shape[-2:])
+        geometry: list[tuple[int, int, bool]] = []
+        x = _crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry)
         # a crop or jitter changes what the detector sees: its own person boxes on the clean crop are the targets
         with torch.no_grad():
             targets = person_targets(self.detector.predict(x), self.cfg.detector.score_threshold)
-        return x, [Detections(t.boxes.cpu(), t.scores.cpu(), t.labels.cpu()) for t in targets]
+        people = self._people(idx, geometry, x.shape[-2:])
+        return x, [Detections(t.boxes.cpu(), t.scores.cpu(), t.labels.cpu()) for t in targets], people
+
+    def _people(self, idx: list[int], geometry: list[tuple[int, int, bool]] | None, size: Sequence[int]) -> People | None:
+        """GT person boxes moved into each (cropped) image with contiguous identity labels; None without a re-ID term."""
+        if self.reid is None:
+            return None
+        out: People = []
+        for k, i in enumerate(idx):
+            boxes, ids = self.train_frames.people[i]
+            top, left, flipped = geometry[k] if geometry else (0, 0, False)
+            moved, keep = move_boxes(boxes, top, left, flipped, size)
+            out.append((moved[keep], torch.tensor([self.id_labels[int(v)] for v in ids[keep]], dtype=torch.long)))
+        return out
 
     def _gen(self, epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank)
@@ -476,14 +544,14 @@ class Trainer:
         gen = self._gen(epoch)
         update_obf = t.alternate == "batch" or epoch % 2 == 1
         update_deobf = t.alternate == "batch" or epoch % 2 == 0
-        sums = {"loss_obf": 0.0, "loss_det": 0.0, "mse_obf": 0.0, "loss_deobf": 0.0}
+        sums = {"loss_obf": 0.0, "loss_det": 0.0, "mse_obf": 0.0, "loss_deobf": 0.0, "reid_confusion": 0.0, "loss_reid": 0.0}
         counts = dict.fromkeys(sums, 0)
         start, n_img = time.time(), 0
         bar = self._bar(total=len(batches), desc=f"epoch {epoch + 1}/{t.epochs}")
         for b, idx in enumerate(batches):
             lam = self._lam(epoch + b / max(1, len(batches)))
-            x, targets = self._batch(idx, gen)
-            stats = self.engine.train_batch(x, targets, lam, update_obf, update_deobf, t.deobf_steps)
+            x, targets, people = self._batch(idx, gen)
+            stats = self.engine.train_batch(x, targets, lam, update_obf, update_deobf, t.deobf_steps, people)
             self.step += 1
             n_img += len(idx)
             for k in sums:
