@@ -29,14 +29,17 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("reid_adaptive_map", "re-ID mAP adaptive", "{:.3f}"),
     ("reid_chance", "re-ID R1 chance", "{:.3f}"),
 ]
-ATTACK_AXES = {
+AXIS_LABELS = {
     "reid_adaptive": "re-ID rank-1, adaptive attacker",
+    "face_obf": "faces found again on obfuscated frames",
     "rec_ssim": "reconstruction SSIM (post-hoc attacker)",
     "rec_ssim_person": "reconstruction SSIM on person boxes",
     "face_rec": "faces found again on reconstructions",
+    "rec_psnr_person": "reconstruction PSNR on person boxes (dB)",
 }
+ATTACK_AXES = ("reid_adaptive", "face_obf", "rec_ssim", "rec_ssim_person", "face_rec")  # the scorecard's panels
 # the scene-prior floor (mean train frame) drawn on these panels: (panel key, key in meta["scene_prior"])
-FLOOR_KEYS = {"rec_ssim": "ssim", "rec_ssim_person": "person_ssim"}
+FLOOR_KEYS = {"rec_ssim": "ssim", "rec_ssim_person": "person_ssim", "rec_psnr_person": "person_psnr"}
 
 
 def _get(d: Any, *keys: str) -> float | None:
@@ -131,12 +134,13 @@ def to_markdown(flat: Sequence[Mapping[str, Any]], notes: Sequence[str] = (), pr
     return "\n".join(lines) + "\n"
 
 
-def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: Sequence[str] = tuple(ATTACK_AXES),
+def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: Sequence[str] = ATTACK_AXES,
                   prior: Mapping[str, Any] | None = None) -> None:
     """Person AP50 (y) against attack success (x), one panel per attack, one line per method family.
 
-    Each `ours*` checkpoint is its own labelled star (checkpoints are not one parameter sweep); `prior`
-    (meta["scene_prior"]) draws the zero-information floor on the reconstruction-SSIM panels.
+    Each `ours*` checkpoint is its own labelled star (checkpoints are not one parameter sweep), a family named
+    `ours, SETTING` is a line of stars (one trained obfuscator per value of that setting); `prior`
+    (meta["scene_prior"]) draws the zero-information floor on the reconstruction panels.
     """
     import matplotlib
 
@@ -146,7 +150,9 @@ def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: 
     from silhouette.fileio import atomic_path
 
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False)
+    # one colour per family across all panels; past ten families a wider map, so no two lines share a colour
     families = sorted({r["family"] for r in flat})
+    colours = dict(zip(families, plt.get_cmap("tab20" if len(families) > 10 else "tab10")(range(len(families)))))
     for ax, key in zip(axes[0], attacks):
         drawn = False
         for fam in families:
@@ -156,16 +162,18 @@ def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: 
                 continue
             xs, ys, names = zip(*pts)
             if fam == "ours":
-                ax.plot(xs, ys, marker="*", markersize=12, linestyle="none", label=fam)
-            else:
-                ax.plot(xs, ys, marker="o", markersize=6, label=fam)
+                ax.plot(xs, ys, marker="*", markersize=12, linestyle="none", label=fam, color=colours.get(fam))
+            elif fam.startswith("ours"):
+                ax.plot(xs, ys, marker="*", markersize=11, linewidth=2, label=fam, color=colours.get(fam))
+            else:  # baselines recede: thin dashed lines, so the trained obfuscators stand out
+                ax.plot(xs, ys, marker="o", markersize=5, linewidth=1, linestyle="--", alpha=0.7, label=fam, color=colours.get(fam))
             for x, y, n in zip(xs, ys, names):
                 ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             drawn = True
         floor = _get(prior, FLOOR_KEYS[key]) if prior and key in FLOOR_KEYS else None
         if drawn and floor is not None:
             ax.axvline(floor, color="grey", linestyle="--", linewidth=1, label="zero-information floor")
-        ax.set_xlabel(ATTACK_AXES.get(key, key) + "  (← more private)")
+        ax.set_xlabel(AXIS_LABELS.get(key, key) + "  (← more private)")
         ax.set_ylabel("person AP50  (↑ more useful)")
         if drawn:
             ax.legend(fontsize=8)
