@@ -119,12 +119,12 @@ def eval_phase(runs: Path, checkpoints: dict[str, str], parallel: int, smoke: bo
     return paths
 
 
-def attack_phase(runs: Path, checkpoints: dict[str, str], evals: dict[str, Path], epochs: int, smoke: bool,
-                 env: dict[str, str]) -> Path:
+def attack_phase(runs: Path, checkpoints: dict[str, str], evals: dict[str, Path], epochs: int, attacks: str,
+                 smoke: bool, env: dict[str, str]) -> Path:
     """One `silhouette attack` over every checkpoint (it caches each attack, so a rerun only does what is missing)."""
     out = runs / "attack"
     cmd = ["attack", "--data", PETS, "--methods", ",".join(f"{m}={c}" for m, c in checkpoints.items()),
-           "--epochs", str(epochs), "--device", "cpu", "--threads", str(os.cpu_count() or 2), "--out", str(out),
+           "--attacks", attacks, "--epochs", str(epochs), "--device", "cpu", "--threads", str(os.cpu_count() or 2), "--out", str(out),
            "--no-progress", *(["--quick"] if smoke else [])]
     for m, p in evals.items():
         cmd += ["--utility", f"{m}={p}"]
@@ -208,6 +208,8 @@ def main() -> int:
     ap.add_argument("--points", default=",".join(POINTS), help=f"comma-separated points (default: {','.join(POINTS)})")
     ap.add_argument("--parallel", type=int, default=2, help="training/evaluation jobs at a time (default 2)")
     ap.add_argument("--attack-epochs", type=int, default=1, help="reconstruction attacker epochs (default 1)")
+    ap.add_argument("--attacks", default="reconstruction,faces,reid",
+                    help="attacks to run (default: all); results cached by an earlier run are kept either way")
     ap.add_argument("--train-only", action="store_true", help="stop after training (run again without it for the rest)")
     ap.add_argument("--smoke", action="store_true", help="tiny runs and --quick attacks (plumbing check); writes no results")
     args = ap.parse_args()
@@ -224,7 +226,7 @@ def main() -> int:
         return 0
     ckpts = {"ours:default": DEFAULT_CKPT, **{f"ours:{n}": str(runs / n / "best.pt") for n in names}}
     evals = eval_phase(runs, ckpts, args.parallel, args.smoke, env)
-    scorecard = json.loads(attack_phase(runs, ckpts, evals, args.attack_epochs, args.smoke, env).read_text(encoding="utf-8"))
+    scorecard = json.loads(attack_phase(runs, ckpts, evals, args.attack_epochs, args.attacks, args.smoke, env).read_text(encoding="utf-8"))
     rows = sweep_rows(scorecard)
     recipe = (scorecard["results"][0].get("reconstruction") or {}).get("recipe")
     print()
