@@ -47,6 +47,13 @@ class CropSet:
         return sorted(int(i) for i in torch.unique(self.ids))
 
 
+def roi_crops(images: torch.Tensor, boxes: list[torch.Tensor], size: tuple[int, int] = CROP_SIZE) -> torch.Tensor:
+    """RoIAlign crops [N,3,*size] of per-image xyxy boxes, cut the same way for the attack and for training."""
+    from torchvision.ops import roi_align
+
+    return roi_align(images, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
 def extract_crops(
     items: Iterable[Mapping[str, Any]],
     transform: Transform | None = None,
@@ -59,8 +66,6 @@ def extract_crops(
     The transform runs on whole frames (as on the camera), then boxes are cut out with RoIAlign;
     persons shorter than `min_height` pixels are skipped (too few pixels to identify anyone).
     """
-    from torchvision.ops import roi_align
-
     crops: list[torch.Tensor] = []
     ids: list[torch.Tensor] = []
     frames: list[torch.Tensor] = []
@@ -80,7 +85,7 @@ def extract_crops(
             keep_ids.append(i[ok])
             keep_frames.append(torch.full((int(ok.sum()),), int(it["frame_index"]), dtype=torch.long))
         if sum(len(b) for b in boxes):
-            out = roi_align(images, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+            out = roi_crops(images, boxes, size)
             crops.append(out.clamp(0, 1).mul(255).round().to(torch.uint8))
             ids.extend(keep_ids)
             frames.extend(keep_frames)

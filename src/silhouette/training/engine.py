@@ -13,7 +13,7 @@ from torch import nn
 
 from silhouette.detectors.base import Detections, Detector
 from silhouette.errors import SilhouetteError
-from silhouette.privacy.reid import CROP_SIZE
+from silhouette.privacy.reid import CROP_SIZE, roi_crops
 
 
 class TrainingDiverged(SilhouetteError):
@@ -81,13 +81,11 @@ People = list[tuple[torch.Tensor, torch.Tensor]]
 
 def person_crops(images: torch.Tensor, people: People, size: tuple[int, int] = CROP_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """RoIAlign crops [N,3,*size] of every listed person (as the re-ID attack cuts them) and their identity labels."""
-    from torchvision.ops import roi_align
-
     boxes = [b.to(images.device, images.dtype) for b, _ in people]
     ids = torch.cat([i for _, i in people]) if people else torch.zeros(0, dtype=torch.long)
     if not len(ids):
         return images.new_zeros((0, 3, *size)), ids
-    return roi_align(images, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True), ids.to(images.device)
+    return roi_crops(images, boxes, size), ids.to(images.device)
 
 
 def identity_confusion(logits: torch.Tensor) -> torch.Tensor:

@@ -337,7 +337,7 @@ class Trainer:
         if t.reid_weight <= 0:
             return None, None
         ids = torch.cat([i for _, i in self.train_frames.people]) if self.train_frames.people else torch.zeros(0)
-        if not len(ids.unique()) >= 2:
+        if len(ids.unique()) < 2:
             raise SilhouetteError(f"train.reid_weight > 0 needs ground-truth person identities in {self.root} "
                                   f"(split {self.cfg.data.train_split!r}); use data.dataset pets2009 or set train.reid_weight 0")
         from silhouette.privacy.reid import ReIDNet
