@@ -31,3 +31,9 @@ def test_attack_quick_end_to_end_and_resume(tiny_pets_factory, tmp_path: Path) -
     assert main(argv) == 0  # everything cached: no retraining, same results
     assert (out / "methods" / "pixelate_8.json").read_text() == before
     assert time.perf_counter() - t0 < 30
+    # a longer-trained attacker: the re-ID attack, which also scores its reconstructions, is redone
+    assert main([*argv[:argv.index("--epochs") + 1], "2", *argv[argv.index("--epochs") + 2:]]) == 0
+    row = json.loads((out / "methods" / "pixelate_8.json").read_text())
+    assert row["reconstruction"]["recipe"]["epochs"] == 2
+    assert row["reid"]["key"]["reconstructed"] == row["reconstruction"]["recipe"]
+    assert json.loads(before)["reid"]["key"]["reconstructed"]["epochs"] == 1

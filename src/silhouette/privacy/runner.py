@@ -394,9 +394,11 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
         elif ckpt.is_file():
             attacker = R.load_attacker(ckpt)[0].to(device)
         reconstructor = (lambda x, m=attacker: R.reconstruct(m, x)) if attacker is not None else None
+        # the attacks on reconstructions depend on which attacker made them: a longer-trained one must rerun them
+        made_by = ((row.get("reconstruction") or {}).get("recipe") or True) if attacker is not None else False
         if "faces" in cfg.attacks:
             t0 = time.perf_counter()
-            key = {"detectors": [d.name for d in detectors], "quick": cfg.quick, "reconstructed": reconstructor is not None}
+            key = {"detectors": [d.name for d in detectors], "quick": cfg.quick, "reconstructed": made_by}
             if (row.get("faces") or {}).get("key") != key:
                 row["faces"] = {"key": key, **F_.run_face_attack(detectors, clips, transform, reconstructor,
                                                                  references=face_refs)}
@@ -404,7 +406,7 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
             seconds[f"{method.name}/faces"] = time.perf_counter() - t0
         if "reid" in cfg.attacks:
             t0 = time.perf_counter()
-            key = {"recipe": reid_recipe.to_dict(), "quick": cfg.quick, "reconstructed": reconstructor is not None}
+            key = {"recipe": reid_recipe.to_dict(), "quick": cfg.quick, "reconstructed": made_by}
             if (row.get("reid") or {}).get("key") != key:
                 res, clean_reid = I.run_reid_attack(reid_train, reid_test, transform, reconstructor, reid_recipe,
                                                     clean_reid, method.name, cfg.progress, device=device,
