@@ -1,8 +1,9 @@
 """The privacy trade-off across the obfuscator's settings: train, evaluate and attack one point per setting.
 
 Each point is the shipped default's recipe (configs/default.yaml, obf_fused) with one setting changed: λ (weight
-of the deobfuscator's MSE in the obfuscator loss), the width multiplier, or β (the silhouette prior). The shipped
-default itself is the point λ=1, width 1, β=0. Every point is evaluated on the PETS 2009 test split and attacked
+of the deobfuscator's MSE in the obfuscator loss), the width multiplier, β (the silhouette prior) or γ (the
+identity-confusion term); one more line varies γ with the obfuscator's learning rate raised to 1e-3. The shipped
+default itself is the point λ=1, width 1, β=0, γ=0. Every point is evaluated on the PETS 2009 test split and attacked
 by the same adversaries in one `silhouette attack` run; the table, the JSON and a trade-off plot (one line per
 setting, the baselines beside them) come out at the end. Every phase skips what is already done, so a stopped
 sweep resumes where it stopped (an unfinished training run continues from its last.pt).
@@ -51,6 +52,10 @@ POINTS: dict[str, Point] = {
     # a stronger identity term with the obfuscator learning 10x faster (cpu.yaml's rate): can the game hide identity
     # at all when the obfuscator is free to move?
     "reid3_lr3": Point("γ", 3.0, ["train.reid_weight=3", "train.lr_obf=1e-3"], also="lr_obf 1e-3"),
+    # the controls for it: how much of its privacy is the faster rate alone (γ=0), and the γ between
+    "lr3": Point("γ", 0.0, ["train.lr_obf=1e-3"], also="lr_obf 1e-3"),
+    "reid05_lr3": Point("γ", 0.5, ["train.reid_weight=0.5", "train.lr_obf=1e-3"], also="lr_obf 1e-3"),
+    "reid1_lr3": Point("γ", 1.0, ["train.reid_weight=1", "train.lr_obf=1e-3"], also="lr_obf 1e-3"),
 }
 # the shipped default picked its best epoch (3) within the first 4 of 8; 4 epochs halve the game's cost
 EPOCHS = 4
@@ -176,19 +181,28 @@ def baseline_rows(recipe: dict | None) -> list[dict]:
     return rows
 
 
-def training_cost(runs: Path) -> dict[str, float | None]:
-    """Seconds each point's training loop took (sum of epoch_s in metrics.csv)."""
-    out = {}
+def training_log(runs: Path) -> dict[str, dict | None]:
+    """Per point: seconds its training loop took (sum of epoch_s) and the epoch its best.pt holds with that epoch's
+    validation AP50 (best.pt is the highest validation AP50, so a point that loses detection keeps an early epoch)."""
+    from silhouette.models.checkpoint import read_checkpoint
+
+    out: dict[str, dict | None] = {}
     for name in POINTS:
-        rows = runs / name / "metrics.csv"
-        out[name] = round(sum(float(r["epoch_s"] or 0) for r in csv.DictReader(rows.open(encoding="utf-8"))), 1) \
-            if rows.is_file() else None
+        rows_path, best = runs / name / "metrics.csv", runs / name / "best.pt"
+        if not rows_path.is_file() or not best.is_file():
+            out[name] = None
+            continue
+        rows = list(csv.DictReader(rows_path.open(encoding="utf-8")))
+        epoch = int(read_checkpoint(best)["epoch"])
+        val = next((float(r["val_ap50"]) for r in rows if int(r["epoch"]) == epoch), None)
+        out[name] = {"loop_s": round(sum(float(r["epoch_s"] or 0) for r in rows), 1), "best_epoch": epoch,
+                     "best_val_ap50": val, "val_ap50": [round(float(r["val_ap50"]), 3) for r in rows]}
     return out
 
 
 def table(rows: list[dict]) -> str:
     """Markdown table of the sweep points."""
-    cols = [("ap50", "AP50", "{:.3f}"), ("count_mae", "count MAE", "{:.2f}"), ("obf_ssim", "SSIM obf↔orig", "{:.3f}"),
+    cols = [("best_epoch", "epoch", "{}"), ("ap50", "AP50", "{:.3f}"), ("count_mae", "count MAE", "{:.2f}"), ("obf_ssim", "SSIM obf↔orig", "{:.3f}"),
             ("rec_psnr_person", "recon PSNR persons (dB)", "{:.2f}"), ("rec_ssim_person", "recon SSIM persons", "{:.3f}"),
             ("face_obf", "faces found (obf)", "{:.2f}"), ("reid_obf", "re-ID R1 clean-trained", "{:.3f}"),
             ("reid_adaptive", "re-ID R1 adaptive", "{:.3f}"), ("reid_chance", "chance", "{:.3f}")]
@@ -227,7 +241,11 @@ def main() -> int:
     ckpts = {"ours:default": DEFAULT_CKPT, **{f"ours:{n}": str(runs / n / "best.pt") for n in names}}
     evals = eval_phase(runs, ckpts, args.parallel, args.smoke, env)
     scorecard = json.loads(attack_phase(runs, ckpts, evals, args.attack_epochs, args.attacks, args.smoke, env).read_text(encoding="utf-8"))
-    rows = sweep_rows(scorecard)
+    from silhouette.models.checkpoint import read_checkpoint
+
+    trained = training_log(runs)
+    trained["default"] = {"best_epoch": int(read_checkpoint(REPO_ROOT / DEFAULT_CKPT)["epoch"]), "of": 8}
+    rows = [{**r, "best_epoch": (trained.get(r["point"]) or {}).get("best_epoch")} for r in sweep_rows(scorecard)]
     recipe = (scorecard["results"][0].get("reconstruction") or {}).get("recipe")
     print()
     print(table(rows))
@@ -244,7 +262,7 @@ def main() -> int:
     result = {**_common.run_info(load, versions=_common.versions("python", "torch")),
               "wall_s": round(time.time() - t0, 1), "config": CONFIG, "epochs": EPOCHS, "default": DEFAULT,
               "points": {n: POINTS[n]._asdict() for n in names},
-              "train": train, "train_loop_s": training_cost(runs), "attack_recipe": recipe,
+              "train": train, "trained": trained, "attack_recipe": recipe,
               "rows": [{k: v for k, v in r.items() if k != "family"} for r in rows]}
     (RESULTS / "sweep.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nwrote {RESULTS / 'sweep.json'} and {PLOT}")
