@@ -55,6 +55,7 @@ POINTS: dict[str, Point] = {
     # the controls for it: how much of its privacy is the faster rate alone (γ=0), and the γ between
     "lr3": Point("γ", 0.0, ["train.lr_obf=1e-3"], also="lr_obf 1e-3"),
     "reid05_lr3": Point("γ", 0.5, ["train.reid_weight=0.5", "train.lr_obf=1e-3"], also="lr_obf 1e-3"),
+    "reid075_lr3": Point("γ", 0.75, ["train.reid_weight=0.75", "train.lr_obf=1e-3"], also="lr_obf 1e-3"),
     "reid1_lr3": Point("γ", 1.0, ["train.reid_weight=1", "train.lr_obf=1e-3"], also="lr_obf 1e-3"),
 }
 # the shipped default picked its best epoch (3) within the first 4 of 8; 4 epochs halve the game's cost
