@@ -183,8 +183,9 @@ def baseline_rows(recipe: dict | None) -> list[dict]:
 
 
 def training_log(runs: Path) -> dict[str, dict | None]:
-    """Per point: seconds its training loop took (sum of epoch_s) and the epoch its best.pt holds with that epoch's
-    validation AP50 (best.pt is the highest validation AP50, so a point that loses detection keeps an early epoch)."""
+    """Per point (and the shipped default): seconds its training loop took (sum of epoch_s) and the epoch its best.pt
+    holds with that epoch's validation AP50 (best.pt is the highest validation AP50, so a point that loses detection
+    keeps an early epoch)."""
     from silhouette.models.checkpoint import read_checkpoint
 
     out: dict[str, dict | None] = {}
@@ -198,6 +199,7 @@ def training_log(runs: Path) -> dict[str, dict | None]:
         val = next((float(r["val_ap50"]) for r in rows if int(r["epoch"]) == epoch), None)
         out[name] = {"loop_s": round(sum(float(r["epoch_s"] or 0) for r in rows), 1), "best_epoch": epoch,
                      "best_val_ap50": val, "val_ap50": [round(float(r["val_ap50"]), 3) for r in rows]}
+    out["default"] = {"best_epoch": int(read_checkpoint(REPO_ROOT / DEFAULT_CKPT)["epoch"]), "of": 8}
     return out
 
 
@@ -242,10 +244,7 @@ def main() -> int:
     ckpts = {"ours:default": DEFAULT_CKPT, **{f"ours:{n}": str(runs / n / "best.pt") for n in names}}
     evals = eval_phase(runs, ckpts, args.parallel, args.smoke, env)
     scorecard = json.loads(attack_phase(runs, ckpts, evals, args.attack_epochs, args.attacks, args.smoke, env).read_text(encoding="utf-8"))
-    from silhouette.models.checkpoint import read_checkpoint
-
     trained = training_log(runs)
-    trained["default"] = {"best_epoch": int(read_checkpoint(REPO_ROOT / DEFAULT_CKPT)["epoch"]), "of": 8}
     rows = [{**r, "best_epoch": (trained.get(r["point"]) or {}).get("best_epoch")} for r in sweep_rows(scorecard)]
     recipe = (scorecard["results"][0].get("reconstruction") or {}).get("recipe")
     print()
