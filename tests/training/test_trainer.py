@@ -41,6 +41,24 @@ def test_tiny_run_writes_everything(tiny_config, tmp_path: Path) -> None:  # noq
         train(tiny_config(), out, progress=False)  # refuses to overwrite a run
 
 
+def test_best_score_with_min_ap50_prefers_the_most_trained_passing_epoch() -> None:
+    from silhouette.training.trainer import best_score
+
+    plain = [best_score(ap, ssim, 0.45) for ap, ssim in ((0.95, 0.3), (0.80, 0.3), (0.99, 0.6))]
+    assert plain[0] > plain[1] > plain[2]  # highest AP50 among SSIM-passing epochs; failing SSIM ranks below
+    scores = {epoch: best_score(ap, ssim, 0.45, epoch, min_ap50=0.9)
+              for epoch, ap, ssim in ((1, 0.97, 0.3), (2, 0.91, 0.3), (3, 0.85, 0.3), (4, 0.95, 0.5))}
+    assert max(scores, key=scores.get) == 2  # epoch 3 misses AP50, epoch 4 misses SSIM
+    assert scores[2] > scores[1] > scores[3] > scores[4]
+
+
+def test_min_ap50_keeps_the_last_epoch_that_meets_it(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
+    out = tmp_path / "run"
+    train(tiny_config("train.epochs=3", "eval.min_ap50=0", "eval.ssim_target=1"), out, progress=False)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert read_checkpoint(out / "best.pt")["epoch"] == int(rows[-1]["epoch"]) == 3  # every epoch passes: the last
+
+
 def test_resume_reproduces_the_uninterrupted_run_exactly(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
     full, part = tmp_path / "full", tmp_path / "part"
     train(tiny_config("train.epochs=2", "train.lr_step_epochs=1"), full, progress=False)

@@ -95,6 +95,9 @@ class EvalConfig:
     ssim_frames: int = 16  # frames used for the SSIM estimate (0 = all val frames)
     conf_threshold: float = 0.05  # detector score threshold for AP predictions (low, as in COCO evaluation)
     ssim_target: float = 0.45  # best.pt: highest AP50 among epochs with SSIM <= this, else highest AP50 - SSIM
+    # best.pt, when set: the most trained epoch with AP50 >= this (and SSIM <= ssim_target), so a privacy term that
+    # keeps working after detection peaks is not rolled back to its first epoch; epochs below it rank as before
+    min_ap50: float | None = None
 
 
 @dataclass
@@ -141,6 +144,7 @@ class Config:
             (0 <= d.photometric < 1, f"data.photometric: expected a strength in [0, 1), got {d.photometric}"),
             (0 <= self.detector.score_threshold <= 1, "detector.score_threshold: must lie in [0, 1]"),
             (self.eval.every >= 1, "eval.every: must be >= 1"),
+            (self.eval.min_ap50 is None or 0 <= self.eval.min_ap50 <= 1, "eval.min_ap50: must be null or lie in [0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -155,6 +159,9 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert one leaf value against its annotated type."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # `X | None`: null, or a value of X
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, inner[0], key)
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -172,8 +172,14 @@ def evaluate(
     return out
 
 
-def best_score(ap50: float, ssim: float, ssim_target: float) -> float:
-    """Model selection: AP50 when SSIM meets the target, else AP50 - SSIM - 1 (always below any passing epoch)."""
+def best_score(ap50: float, ssim: float, ssim_target: float, epoch: int = 0, min_ap50: float | None = None) -> float:
+    """Model selection: AP50 when SSIM meets the target, else AP50 - SSIM - 1 (always below any passing epoch).
+
+    With `min_ap50`, an epoch that meets it and the SSIM target scores 2 + epoch: above every other epoch, later ones
+    higher.
+    """
+    if min_ap50 is not None and ap50 >= min_ap50 and ssim <= ssim_target:
+        return 2.0 + epoch
     return ap50 if ssim <= ssim_target else ap50 - ssim - 1.0
 
 
@@ -588,7 +594,7 @@ class Trainer:
             val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
                            cfg.eval.batch_size, cfg.eval.ssim_frames, self.deobf)
             row.update({f"val_{k}": v for k, v in val.items()})
-            score = best_score(val["ap50"], val["ssim"], cfg.eval.ssim_target)
+            score = best_score(val["ap50"], val["ssim"], cfg.eval.ssim_target, epoch + 1, cfg.eval.min_ap50)
             is_best = score > self.best_score
             if is_best:
                 self.best_score = score
