@@ -5,7 +5,7 @@ of the deobfuscator's MSE in the obfuscator loss), the width multiplier, β (the
 identity-confusion term); one more line varies γ with the obfuscator's learning rate raised to 1e-3. The shipped
 default itself is the point λ=1, width 1, β=0, γ=0. Every point is evaluated on the PETS 2009 test split and attacked
 by the same adversaries in one `silhouette attack` run; the table, the JSON and a trade-off plot (one line per
-setting, the baselines beside them) come out at the end. Every phase skips what is already done, so a stopped
+setting, the baselines and the ideal silhouettes of benchmarks/silhouette_floor.py beside them) come out at the end. Every phase skips what is already done, so a stopped
 sweep resumes where it stopped (an unfinished training run continues from its last.pt).
 
     .venv/bin/python benchmarks/privacy_sweep.py                        # the committed run (about 2 h on 2 cores)
@@ -63,6 +63,7 @@ EPOCHS = 4
 MAIN_SCORECARD = REPO_ROOT / "docs" / "results" / "privacy" / "scorecard.json"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "privacy_sweep"
 PLOT = REPO_ROOT / "docs" / "results" / "privacy" / "sweep.png"
+SILHOUETTE_FLOOR = REPO_ROOT / "benchmarks" / "results" / "silhouette_floor" / "silhouette_floor.json"
 PANELS = ("reid_adaptive", "face_obf", "rec_psnr_person")
 
 
@@ -182,6 +183,15 @@ def baseline_rows(recipe: dict | None) -> list[dict]:
     return rows
 
 
+def silhouette_rows() -> list[dict]:
+    """The ideal silhouettes of benchmarks/silhouette_floor.py as rows with person AP50 and adaptive re-ID only."""
+    if not SILHOUETTE_FLOOR.is_file():
+        return []
+    data = json.loads(SILHOUETTE_FLOOR.read_text(encoding="utf-8"))
+    return [{"method": name, "family": "ideal silhouette", "ap50": r["ap50"],
+             "reid_adaptive": r["reid"]["adaptive"]["obfuscated"]["rank1"]} for name, r in data["results"].items()]
+
+
 def training_log(runs: Path) -> dict[str, dict | None]:
     """Per point (and the shipped default): seconds its training loop took (sum of epoch_s) and the epoch its best.pt
     holds with that epoch's validation AP50 (best.pt is the highest validation AP50, so a point that loses detection
@@ -254,7 +264,7 @@ def main() -> int:
 
     from silhouette.privacy.scorecard import plot_tradeoff
 
-    plot_tradeoff(rows + baseline_rows(recipe), PLOT, attacks=PANELS, prior=scorecard["meta"].get("scene_prior"))
+    plot_tradeoff(rows + baseline_rows(recipe) + silhouette_rows(), PLOT, attacks=PANELS, prior=scorecard["meta"].get("scene_prior"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(runs / "attack" / "scorecard.json", RESULTS / "scorecard.json")
     for m, p in evals.items():
