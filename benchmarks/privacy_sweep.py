@@ -5,8 +5,9 @@ of the deobfuscator's MSE in the obfuscator loss), the width multiplier, β (the
 identity-confusion term); one more line varies γ with the obfuscator's learning rate raised to 1e-3. The shipped
 default itself is the point λ=1, width 1, β=0, γ=0. Every point is evaluated on the PETS 2009 test split and attacked
 by the same adversaries in one `silhouette attack` run; the table, the JSON and a trade-off plot (one line per
-setting, the baselines and the ideal silhouettes of benchmarks/silhouette_floor.py beside them) come out at the end. Every phase skips what is already done, so a stopped
-sweep resumes where it stopped (an unfinished training run continues from its last.pt).
+setting, the baselines and the ideal silhouettes of benchmarks/silhouette_floor.py beside them) come out at the end.
+Every phase skips what is already done, so a stopped sweep resumes where it stopped (an unfinished training run
+continues from its last.pt).
 
     .venv/bin/python benchmarks/privacy_sweep.py                        # the committed run (about 2 h on 2 cores)
     .venv/bin/python benchmarks/privacy_sweep.py --smoke --runs /tmp/sw  # plumbing check, minutes
