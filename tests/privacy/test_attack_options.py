@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from silhouette.cli import main
 from silhouette.errors import SilhouetteError
 from silhouette.paths import ASSETS_DIR, DEFAULT_CHECKPOINT
 from silhouette.privacy.reconstruction import person_mask, scene_prior_floor, score_frames
-from silhouette.privacy.runner import method_source, parse_method, resolve_device, utility_for
+from silhouette.privacy.runner import method_source, parse_method, resolve_device, same_source, utility_for
 
 EDGE = ASSETS_DIR / "obfuscator_edge.pt"
 
@@ -52,6 +53,15 @@ def test_ours_label_path_parses_and_runs(pets_small: list[torch.Tensor]) -> None
     # the cache key tells the two checkpoints apart even if a label is later pointed elsewhere
     assert method_source(f"ours:edge={EDGE}", None)["sha256"] != method_source("ours", None)["sha256"]
     assert method_source("ours", None)["checkpoint"] == str(DEFAULT_CHECKPOINT) and method_source("blur:2", None) is None
+
+
+def test_cached_results_follow_the_checkpoint_content_not_its_path(tmp_path: Path) -> None:
+    copy = tmp_path / "elsewhere.pt"
+    shutil.copy(EDGE, copy)
+    cached = method_source(f"ours:edge={EDGE}", None)
+    assert same_source(cached, method_source(f"ours:edge={copy}", None))  # moved or named relatively: still valid
+    assert not same_source(cached, method_source("ours", None))  # another obfuscator: attack again
+    assert same_source(None, method_source("blur:2", None)) and not same_source(None, cached)
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -218,6 +218,13 @@ def method_source(spec: str, checkpoint: str | None) -> dict[str, Any] | None:
     return {"checkpoint": str(ckpt), "sha256": h.hexdigest()}
 
 
+def same_source(cached: dict[str, Any] | None, now: dict[str, Any] | None) -> bool:
+    """Cached results still hold: the same obfuscator file by content (wherever it lies now), or no file at all."""
+    if cached is None or now is None:
+        return cached is now
+    return cached.get("sha256") == now.get("sha256")
+
+
 def utility_for(utility: dict[str, dict[str, Any]], method: Method, spec: str, specs: list[str]) -> dict[str, Any] | None:
     """The utility entry of one method: by its name (ours:LABEL, blur:2), its spec, else its family if it is alone in it."""
     alone = sum(parse_family(m) == method.family for m in specs) == 1
@@ -361,7 +368,7 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
         cache_path = cfg.out / "methods" / f"{_safe(method.name)}.json"
         ckpt = cfg.out / "attackers" / f"reconstruction_{_safe(method.name)}.pt"
         row: dict[str, Any] = read_json(cache_path) if cache_path.is_file() else {}
-        if row and row.get("source") != source:
+        if row and not same_source(row.get("source"), source):
             # the label now names another obfuscator: its old results and attacker say nothing about this one
             log.warning("%s: cached results are for another checkpoint; attacking again", method.name)
             row = {}
