@@ -12,7 +12,7 @@ Each is scored like a method of the privacy scorecard: person AP50 and count MAE
 adaptive). If the adaptive attacker re-identifies people from their silhouettes alone, no obfuscator that keeps
 people as silhouettes can meet issue #5's "adaptive rank-1 <= 2x chance".
 
-    .venv/bin/python benchmarks/silhouette_floor.py                 # the committed run (~20 min on 2 idle cores)
+    .venv/bin/python benchmarks/silhouette_floor.py                 # the committed run (31 min on 2 cores beside other jobs)
     .venv/bin/python benchmarks/silhouette_floor.py --smoke         # plumbing check: 3 re-ID epochs, few frames
 """
 
@@ -75,6 +75,8 @@ def mask_coverage(ds: object, background: torch.Tensor, tau: float, every: int =
         item = ds[i]  # type: ignore[index]
         m = silhouette_masks(item["image"][None], background, tau)[0, 0]
         box = torch.zeros_like(m)
+        # rounded edges, not privacy.reconstruction.person_mask: that one counts every pixel a box touches, which
+        # is right for scoring reconstructions but dilutes the in-box fraction here
         for x0, y0, x1, y1 in item["gt_boxes"].reshape(-1, 4).round().int().tolist():
             box[y0:y1, x0:x1] = 1
         inside += float((m * box).sum())
@@ -91,6 +93,8 @@ def save_example(ds: object, fns: dict[str, Transform], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from silhouette.fileio import atomic_path
+
     img = ds[len(ds) // 2]["image"][None]  # type: ignore[index,arg-type]
     panels = {"clean": img, **{k: fn(img) for k, fn in fns.items()}}
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 2.8))
@@ -99,10 +103,9 @@ def save_example(ds: object, fns: dict[str, Transform], path: Path) -> None:
         ax.set_title(name)
         ax.axis("off")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
