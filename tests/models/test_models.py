@@ -215,3 +215,27 @@ def test_export_drops_training_state(tmp_path: Path) -> None:
     assert load_deobfuscator(out) is not None
     slim = read_checkpoint(export_checkpoint(src, tmp_path / "slim.pt", keep_deobfuscator=False))
     assert "deobfuscator" not in slim
+
+
+def test_output_levels_quantise_the_output_with_straight_through_gradients(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 48, 64)
+    plain = build_obfuscator("obf_w025")
+    m = build_obfuscator("obf_w025", output_levels=4)
+    m.load_state_dict(plain.state_dict())  # the rounding adds no weights
+    m.eval()
+    y = m(x)
+    expected = torch.round(plain.eval()(x) * 3) / 3
+    assert torch.equal(y, expected)
+    assert torch.unique(y).numel() <= 4
+    # training: the forward value is still the rounded one, but the gradient reaches the weights
+    m.train()
+    yt = m(x)
+    assert torch.allclose(yt, torch.round(yt.detach() * 3) / 3, atol=1e-6)
+    yt.mean().backward()
+    assert all(p.grad is not None for p in m.parameters()) and m.stem[0][0].weight.grad.abs().sum() > 0
+    path = save_checkpoint(tmp_path / "q.pt", obfuscator=m, obfuscator_spec={"name": "obf_w025", "kwargs": {"output_levels": 4}})
+    loaded = load_obfuscator(path)
+    assert loaded.output_levels == 4 and torch.equal(loaded(x), m.eval()(x))
+    with pytest.raises(SilhouetteError, match="output_levels"):
+        build_obfuscator("obf_w025", output_levels=1)

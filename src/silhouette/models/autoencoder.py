@@ -25,6 +25,8 @@ class MobileAutoencoder(nn.Module):
     and let the network keep person shapes sharp; `skips=False` gives the plain bottleneck autoencoder.
     `head="shuffle"` undoes a strided stem with a 1x1 conv to out·s² channels and a pixel shuffle, so no layer
     runs at full resolution; `head="conv"` upsamples with UpBlocks and ends in a conv of `head_kernel`.
+    `output_levels` > 1 rounds the output to that many evenly spaced values per channel (a straight-through
+    estimator while training), so the frame that leaves the camera carries at most log2(levels) bits per channel.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class MobileAutoencoder(nn.Module):
         decoder_expansion: float = 4.0,
         head_kernel: int = 3,
         head: str = "conv",
+        output_levels: int = 0,
     ) -> None:
         super().__init__()
         if width <= 0 or depth <= 0:
@@ -51,14 +54,17 @@ class MobileAutoencoder(nn.Module):
             raise SilhouetteError(f"autoencoder stem_stride must be 1, 2 or 4, got {stem_stride}")
         if head not in ("conv", "shuffle"):
             raise SilhouetteError(f"autoencoder head must be 'conv' or 'shuffle', got {head!r}")
+        if output_levels == 1 or output_levels < 0 or output_levels > 256:
+            raise SilhouetteError(f"autoencoder output_levels must be 0 (off) or 2..256, got {output_levels}")
         if any(len(st) not in (4, 5) for st in stages):
             raise SilhouetteError(f"autoencoder stages: each is (expansion, channels, repeats, stride[, fused]), got {list(stages)}")
         self.config: dict[str, Any] = dict(
             width=width, depth=depth, stem_channels=stem_channels, stem_stride=stem_stride,
             stages=[list(s) for s in stages], decoder_blocks=decoder_blocks,
             in_channels=in_channels, out_channels=out_channels, skips=skips,
-            decoder_expansion=decoder_expansion, head_kernel=head_kernel, head=head,
+            decoder_expansion=decoder_expansion, head_kernel=head_kernel, head=head, output_levels=output_levels,
         )
+        self.output_levels = int(output_levels)
         self.skips = skips
         ch = make_divisible(stem_channels * width)
         stem: list[nn.Module] = [ConvBNAct(in_channels, ch, 3, 2 if stem_stride >= 2 else 1)]
@@ -120,7 +126,15 @@ class MobileAutoencoder(nn.Module):
             y = self._forward_skips(self.stem(x))
         else:
             y = self.decoder(self.encoder(self.stem(x)))
-        return torch.sigmoid(self.head(y)[..., :h, :w])
+        out = torch.sigmoid(self.head(y)[..., :h, :w])
+        return self._quantise(out) if self.output_levels else out
+
+    def _quantise(self, y: torch.Tensor) -> torch.Tensor:
+        """Round to `output_levels` values per channel; in training the gradient passes straight through the rounding."""
+        steps = self.output_levels - 1
+        q = torch.round(y * steps) / steps
+        # the straight-through form only while training: at inference (and in an exported graph) the output is exactly q
+        return y + (q - y).detach() if self.training else q
 
     def _forward_skips(self, f: torch.Tensor) -> torch.Tensor:
         """U-Net-like pass: each upsampling block's output plus the encoder feature of the same scale (additive)."""
