@@ -41,6 +41,25 @@ def test_tiny_run_writes_everything(tiny_config, tmp_path: Path) -> None:  # noq
         train(tiny_config(), out, progress=False)  # refuses to overwrite a run
 
 
+def test_init_from_replaces_the_warm_start_and_can_add_output_levels(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
+    first = tmp_path / "first"
+    train(tiny_config(), first, progress=False)
+    out = tmp_path / "quantised"
+    # a vanishing rate: the loaded weights stay put, so the new run's obfuscator is the first one with rounding
+    train(tiny_config(f"model.init_from={first / 'last.pt'}", "model.obfuscator_kwargs={output_levels: 2}",
+                      "train.warmup_steps=5", "train.lr_obf=1e-12"), out, progress=False)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1"]  # no warm start
+    before, after = load_obfuscator(first / "last.pt"), load_obfuscator(out / "last.pt")
+    for (name, p0), p1 in zip(before.named_parameters(), after.parameters()):
+        assert torch.allclose(p0, p1, atol=1e-6), name
+    assert after.output_levels == 2
+    assert set(torch.unique(after(torch.rand(1, 3, 64, 96))).tolist()) <= {0.0, 1.0}
+    with pytest.raises(SilhouetteError, match="init_from .*does not fit model.obfuscator"):
+        train(tiny_config(f"model.init_from={first / 'last.pt'}", "model.obfuscator=obf_w050"), tmp_path / "bad",
+              progress=False)
+
+
 def test_best_score_with_min_ap50_prefers_the_most_trained_passing_epoch() -> None:
     from silhouette.training.trainer import best_score
 

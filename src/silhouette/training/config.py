@@ -50,6 +50,8 @@ class ModelConfig:
     obfuscator_kwargs: dict[str, Any] = field(default_factory=dict)
     deobfuscator: str = "deobf_paper"
     deobfuscator_kwargs: dict[str, Any] = field(default_factory=dict)
+    # start from a trained checkpoint's weights instead of the warm start (e.g. to add output_levels to the default)
+    init_from: str = ""
 
 
 @dataclass

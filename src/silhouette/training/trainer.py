@@ -324,6 +324,8 @@ class Trainer:
         self.reid, self.opt_reid = self._build_reid()
         self.start_epoch, self.best_score, self.step = 0, -math.inf, 0
         self.warm_done = t.warmup_steps == 0
+        if m.init_from:
+            self._init_from(m.init_from, obf, deobf)
         if self.resume:
             self._load_state(last, obf, deobf)
         self.obf_raw, self.deobf_raw = obf, deobf
@@ -336,6 +338,24 @@ class Trainer:
         )
         if self.dist.is_main:
             save_config(cfg, self.out / "config.yaml")
+
+    def _init_from(self, path: str, obf: nn.Module, deobf: nn.Module) -> None:
+        """Load a trained checkpoint's obfuscator (and its deobfuscator, if it has one) in place of the warm start."""
+        from silhouette.models.checkpoint import read_checkpoint
+
+        ckpt = read_checkpoint(path)
+        if "obfuscator" not in ckpt:
+            raise SilhouetteError(f"model.init_from {path}: the checkpoint holds no obfuscator")
+        for key, model in (("obfuscator", obf), ("deobfuscator", deobf)):
+            if key not in ckpt:
+                continue  # an exported obfuscator-only checkpoint: the deobfuscator starts fresh
+            try:
+                model.load_state_dict(ckpt[key]["state_dict"])
+            except RuntimeError as exc:
+                raise SilhouetteError(f"model.init_from {path}: its {key} does not fit model.{key} "
+                                      f"({ckpt[key].get('spec', {}).get('name')!r}); use the same architecture") from exc
+        self.warm_done = True
+        log.info("initialised from %s (no warm start)", path)
 
     def _build_reid(self) -> tuple[nn.Module | None, torch.optim.Optimizer | None]:
         """The co-trained re-ID classifier of train.reid_weight (the re-ID attack's network), or (None, None)."""
