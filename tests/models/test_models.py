@@ -139,9 +139,9 @@ def test_onnx_export_runs_at_two_sizes(tmp_path: Path) -> None:
     import numpy as np
     import onnxruntime as ort
 
-    for name in ("obf_w025", "obf_fused"):
-        m = build_obfuscator(name).eval()
-        path = tmp_path / f"{name}.onnx"
+    for name, kwargs in (("obf_w025", {}), ("obf_fused", {}), ("obf_fused", {"output_levels": 2})):
+        m = build_obfuscator(name, **kwargs).eval()
+        path = tmp_path / f"{name}{len(kwargs)}.onnx"
         x = torch.rand(1, 3, 200, 320)
         torch.onnx.export(m, (x,), str(path), opset_version=17, input_names=["images"], output_names=["obfuscated"],
                           dynamic_axes={"images": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
@@ -149,7 +149,12 @@ def test_onnx_export_runs_at_two_sizes(tmp_path: Path) -> None:
         for shape in [(1, 3, 200, 320), (2, 3, 96, 160), (1, 3, 37, 51)]:
             x = torch.rand(*shape)
             (y,) = sess.run(None, {"images": x.numpy()})
-            np.testing.assert_allclose(y, m(x).detach().numpy(), atol=1e-4)
+            ref = m(x).detach().numpy()
+            if kwargs:
+                # rounding: a value within float error of a level boundary may land on either side in the two runtimes
+                assert set(np.unique(y)) <= {0.0, 1.0} and np.mean(np.abs(y - ref) > 1e-4) < 1e-3
+            else:
+                np.testing.assert_allclose(y, ref, atol=1e-4)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
