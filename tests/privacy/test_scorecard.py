@@ -46,6 +46,15 @@ def test_scorecard_writes_three_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "card").iterdir()) == ["scorecard.json", "scorecard.md", "tradeoff.png"]
 
 
+def test_an_attacker_below_the_zero_information_floor_is_flagged(tmp_path: Path) -> None:
+    learned, failed = _row("blur:2", 0.9, 0.8, 0.5), _row("ours:levels2", 0.9, 0.1, 0.5)
+    failed["reconstruction"]["test"]["psnr"] = 9.5  # the mean train frame scores 15 dB: the attacker learned nothing
+    paths = write_scorecard(tmp_path, [learned, failed], meta={"scene_prior": {"psnr": 15.0, "ssim": 0.6}})
+    notes = json.loads(paths["json"].read_text())["notes"]
+    assert len(notes) == 1 and notes[0].startswith("ours:levels2: the reconstruction attacker stayed below")
+    assert "(9.50 vs 15.00 dB PSNR)" in paths["markdown"].read_text()
+
+
 def test_empty_scorecard_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SilhouetteError, match="no methods"):
         write_scorecard(tmp_path, [])

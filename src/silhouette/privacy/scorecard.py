@@ -109,6 +109,17 @@ def floor_line(prior: Mapping[str, Any] | None) -> str | None:
     return text + ". A reconstruction only reveals something where it beats these numbers."
 
 
+def failed_attacker_notes(flat: Sequence[Mapping[str, Any]], prior: Mapping[str, Any] | None) -> list[str]:
+    """A note per row whose reconstruction attacker scored below the mean train frame on whole frames (an undertrained attacker)."""
+    floor = _get(prior, "psnr")
+    if floor is None:
+        return []
+    return [f"{r['method']}: the reconstruction attacker stayed below the zero-information floor on whole frames "
+            f"({r['rec_psnr']:.2f} vs {floor:.2f} dB PSNR): it did not even learn the public background, so its "
+            "reconstruction figures, and the attacks on its reconstructions, are lower bounds on what leaks"
+            for r in flat if r.get("rec_psnr") is not None and r["rec_psnr"] < floor]
+
+
 def to_markdown(flat: Sequence[Mapping[str, Any]], notes: Sequence[str] = (), prior: Mapping[str, Any] | None = None) -> str:
     """The scorecard as a GitHub markdown table (columns with no value anywhere are left out).
 
@@ -198,7 +209,8 @@ def write_scorecard(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], meta
     flat = [flatten(r) for r in rows]
     paths = {"json": out / "scorecard.json", "markdown": out / "scorecard.md", "plot": out / "tradeoff.png"}
     prior = (meta or {}).get("scene_prior")
-    write_json(paths["json"], {"meta": dict(meta or {}), "rows": flat, "results": list(rows)})
+    notes = [*notes, *failed_attacker_notes(flat, prior)]
+    write_json(paths["json"], {"meta": dict(meta or {}), "rows": flat, "results": list(rows), "notes": notes})
     with atomic_open(paths["markdown"], "w", encoding="utf-8") as fh:
         fh.write(to_markdown(flat, notes, prior))
     plot_tradeoff(flat, paths["plot"], prior=prior)
