@@ -189,7 +189,7 @@ def test_scorecard_merges_runs_later_wins_and_notes_recipe_differences(tiny_pets
             "--no-progress", "--device", "cpu"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main([*base, "--methods", "clean,blur:2", "--epochs", "1", "--out", str(a)]) == 0
-    assert main([*base, "--methods", "blur:2", "--epochs", "2", "--out", str(b)]) == 0
+    assert main([*base, "--methods", "blur:2", "--epochs", "2", "--recon-scratch", "--out", str(b)]) == 0
     run_b = {r["method"]: r for r in json.loads((b / "scorecard.json").read_text())["rows"]}
     merged = tmp_path / "merged"
     assert main(["scorecard", "--from", str(a), "--from", str(b), "--out", str(merged)]) == 0
@@ -198,7 +198,7 @@ def test_scorecard_merges_runs_later_wins_and_notes_recipe_differences(tiny_pets
     assert list(rows) == ["clean", "blur:2"]
     assert rows["blur:2"]["rec_psnr"] == run_b["blur:2"]["rec_psnr"]  # the later run's row
     md = (merged / "scorecard.md").read_text()
-    assert "merged from 2 attack runs" in md and "blur:2: reconstruction attacker recipe differs: epochs 2 (others 1)" in md
+    assert "merged from 2 attack runs" in md and "blur:2: reconstruction attacker recipe differs: epochs 2 (others 1), residual False (others True)" in md
     assert (merged / "tradeoff.png").stat().st_size > 0
     capsys.readouterr()
     assert main(["scorecard", "--from", str(tmp_path / "nowhere"), "--out", str(merged)]) == 2

@@ -49,6 +49,19 @@ def test_residual_attacker_starts_as_identity(pets_small: list[torch.Tensor]) ->
     assert float((y - x.clamp(1e-3, 1 - 1e-3)).abs().max()) < 1e-4
 
 
+def test_from_scratch_learns_where_the_identity_start_saturates(pets_small: list[torch.Tensor]) -> None:
+    # on a 0/1 frame the logit-space identity start sits at sigmoid(+-6.9), whose gradient is ~1e-3: it stalls
+    def two_levels(x: torch.Tensor) -> torch.Tensor:
+        return (x > 0.5).float()
+
+    final = {}
+    for residual in (True, False):
+        recipe = ReconstructionRecipe(epochs=8, residual=residual, **TINY)
+        _, history = train_attacker(two_levels, pets_small, recipe, progress=False)
+        final[residual] = history[-1]["psnr"]
+    assert final[False] > final[True] + 3.0, final
+
+
 def test_unet_handles_odd_sizes() -> None:
     net = AttackerUNet(4, 3).eval()
     with torch.no_grad():

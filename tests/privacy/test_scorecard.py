@@ -52,6 +52,7 @@ def test_an_attacker_below_the_zero_information_floor_is_flagged(tmp_path: Path)
     paths = write_scorecard(tmp_path, [learned, failed], meta={"scene_prior": {"psnr": 15.0, "ssim": 0.6}})
     notes = json.loads(paths["json"].read_text())["notes"]
     assert len(notes) == 1 and notes[0].startswith("ours:levels2: the reconstruction attacker stayed below")
+    assert notes[0].endswith("from scratch (--recon-scratch)")
     assert "(9.50 vs 15.00 dB PSNR)" in paths["markdown"].read_text()
 
 

@@ -54,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", default="runs/attack", metavar="DIR", help="output folder (default: runs/attack)")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny attackers, few frames, 1-3 epochs")
     p.add_argument("--epochs", type=int, metavar="N", help="reconstruction attacker epochs (default: 20; quick: 2)")
+    p.add_argument("--recon-scratch", action="store_true",
+                   help="train the reconstruction U-Net from scratch instead of starting it as the identity (in logit "
+                        "space) on its input; that start saturates on outputs whose pixels sit at 0 or 1 (few-level "
+                        "outputs, strong noise) and then barely learns: the scorecard flags such rows")
     p.add_argument("--reid-epochs", type=int, metavar="N", help="re-ID attacker epochs (default: 15; quick: 3)")
     p.add_argument("--face-detectors", default="auto", metavar="A,B",
                    help="haar, mtcnn, or 'auto' = every one that can run here (default: auto)")

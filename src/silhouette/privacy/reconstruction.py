@@ -95,7 +95,9 @@ class ReconstructionRecipe:
     """Everything that defines the attacker's training; stored with every result so runs are comparable."""
 
     architecture: str = "unet"
-    residual: bool = True  # predict a correction of the obfuscated frame (starts as the identity)
+    # predict a correction of the obfuscated frame (starts as the identity). On a frame whose pixels sit at 0 or 1
+    # that start saturates the sigmoid and the attacker barely learns: there, residual=False (from scratch)
+    residual: bool = True
     base_channels: int = 32
     depth: int = 3
     epochs: int = 20

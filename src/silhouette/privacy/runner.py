@@ -44,6 +44,7 @@ class AttackConfig:
     checkpoint: str | None = None
     quick: bool = False
     epochs: int | None = None
+    recon_scratch: bool = False  # the reconstruction U-Net without its identity start
     reid_epochs: int | None = None
     face_detectors: list[str] | None = None  # None = every one usable here
     utility: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -94,7 +95,8 @@ class AttackConfig:
             else:
                 utility.update(load_utility(spec))
         return cls(data=data, methods=methods, attacks=attacks, out=Path(args.out), checkpoint=args.checkpoint,
-                   quick=args.quick, epochs=args.epochs, reid_epochs=args.reid_epochs, face_detectors=dets,
+                   quick=args.quick, epochs=args.epochs, recon_scratch=getattr(args, "recon_scratch", False),
+                   reid_epochs=args.reid_epochs, face_detectors=dets,
                    utility=utility, progress=not args.no_progress, threads=args.threads, device=device)
 
 
@@ -288,6 +290,7 @@ def _setup_device(device: torch.device) -> dict[str, Any]:
 
 def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
     """Run every requested attack on every method (cached per method in out/methods/), then write the scorecard."""
+    import dataclasses
     import time
 
     from silhouette.data.torch_dataset import FrameDataset
@@ -304,7 +307,9 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
     train_ds, test_ds = FrameDataset(cfg.data, "train"), FrameDataset(cfg.data, "test")
     recipe = R.QUICK_RECIPE if cfg.quick else R.ReconstructionRecipe()
     if cfg.epochs:
-        recipe = R.ReconstructionRecipe.from_dict({**recipe.to_dict(), "epochs": cfg.epochs})
+        recipe = dataclasses.replace(recipe, epochs=cfg.epochs)
+    if cfg.recon_scratch:
+        recipe = dataclasses.replace(recipe, residual=False)
     reid_recipe = I.QUICK_REID if cfg.quick else I.ReIDRecipe()
     if cfg.reid_epochs:
         reid_recipe = I.ReIDRecipe(**{**reid_recipe.to_dict(), "crop": reid_recipe.crop, "epochs": cfg.reid_epochs})

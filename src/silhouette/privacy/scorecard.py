@@ -116,7 +116,8 @@ def failed_attacker_notes(flat: Sequence[Mapping[str, Any]], prior: Mapping[str,
         return []
     return [f"{r['method']}: the reconstruction attacker stayed below the zero-information floor on whole frames "
             f"({r['rec_psnr']:.2f} vs {floor:.2f} dB PSNR): it did not even learn the public background, so its "
-            "reconstruction figures, and the attacks on its reconstructions, are lower bounds on what leaks"
+            "reconstruction figures, and the attacks on its reconstructions, are lower bounds on what leaks; "
+            "attack it longer (--epochs) or from scratch (--recon-scratch)"
             for r in flat if r.get("rec_psnr") is not None and r["rec_psnr"] < floor]
 
 
