@@ -30,7 +30,7 @@ from silhouette.errors import SilhouetteError  # noqa: E402
 from silhouette.fileio import write_json  # noqa: E402
 from silhouette.models.checkpoint import load_deobfuscator, load_obfuscator  # noqa: E402
 from silhouette.privacy import reconstruction as R  # noqa: E402
-from silhouette.privacy.runner import _gt_boxes, _uint8_frames  # noqa: E402
+from silhouette.privacy.runner import gt_boxes, uint8_frames  # noqa: E402
 
 OUT = REPO_ROOT / "benchmarks" / "results" / "deobfuscator_attack.json"
 KEYS = ("psnr", "ssim", "person_psnr", "person_ssim")
@@ -58,9 +58,9 @@ def main() -> int:
         if not eq or not Path(path).is_file():
             raise SystemExit(f"error: {label}{eq}{path}: expected LABEL=CKPT with an existing checkpoint file")
     train_ds, test_ds = FrameDataset(args.data, "train"), FrameDataset(args.data, "test")
-    train = _uint8_frames(train_ds, list(range(len(train_ds))))
+    train = uint8_frames(train_ds, list(range(len(train_ds))))
     test_idx = list(range(len(test_ds)))
-    test, boxes = _uint8_frames(test_ds, test_idx), _gt_boxes(test_ds, test_idx)
+    test, boxes = uint8_frames(test_ds, test_idx), gt_boxes(test_ds, test_idx)
     floor = R.scene_prior_floor(train, test, boxes)
     rows = {"zero-information floor": {k: floor[k] for k in KEYS}}
     for label, _, path in pairs:

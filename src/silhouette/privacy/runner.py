@@ -263,8 +263,8 @@ def reference_deobfuscator_params(checkpoint: str | None) -> int:
     return count_params(build_deobfuscator())
 
 
-def _uint8_frames(ds: Any, idx: list[int]) -> torch.Tensor:
-    # decoded once per run and kept as uint8 (the float frames are exactly these / 255)
+def uint8_frames(ds: Any, idx: list[int]) -> torch.Tensor:
+    """Frames `idx` of a FrameDataset as one uint8 stack (the float frames are exactly these / 255)."""
     return torch.stack([ds[i]["image"].mul(255).round().to(torch.uint8) for i in idx])
 
 
@@ -273,8 +273,8 @@ def _floats(frames: torch.Tensor) -> Iterator[torch.Tensor]:
         yield f.float() / 255
 
 
-def _gt_boxes(ds: Any, idx: list[int]) -> list[torch.Tensor] | None:
-    # GT person boxes per frame (pets2009); None when the dataset has none, so person-region scores are skipped
+def gt_boxes(ds: Any, idx: list[int]) -> list[torch.Tensor] | None:
+    """Ground-truth person boxes per frame (pets2009), or None when the dataset has none (no person-region scores)."""
     boxes = [torch.tensor(ds.records[i].get("gt_boxes") or [], dtype=torch.float32).reshape(-1, 4) for i in idx]
     return boxes if any(len(b) for b in boxes) else None
 
@@ -329,8 +329,8 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
         t0 = time.perf_counter()
         if len(recon_train_idx) == 0 or len(recon_test_idx) == 0:
             raise SilhouetteError(f"reconstruction attack: {cfg.data} needs frames in both its train and test splits")
-        recon_train, recon_test = _uint8_frames(train_ds, recon_train_idx), _uint8_frames(test_ds, recon_test_idx)
-        test_boxes = _gt_boxes(test_ds, recon_test_idx)
+        recon_train, recon_test = uint8_frames(train_ds, recon_train_idx), uint8_frames(test_ds, recon_test_idx)
+        test_boxes = gt_boxes(test_ds, recon_test_idx)
         meta["scene_prior"] = R.scene_prior_floor(recon_train, recon_test, test_boxes)
         seconds["load_and_scene_prior"] = time.perf_counter() - t0
         log.info("zero-information floor (mean train frame): PSNR %.2f dB, SSIM %.3f", meta["scene_prior"]["psnr"],
