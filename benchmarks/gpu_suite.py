@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--train-deadline", type=float, default=270, help="seconds for the training phase")
     ap.add_argument("--no-baselines", action="store_true", help="attack and evaluate only our checkpoints")
     ap.add_argument("--attack-epochs", type=int, default=20, help="reconstruction attacker epochs")
+    ap.add_argument("--recon-scratch", action="store_true",
+                    help="train the reconstruction attackers from scratch (`silhouette attack --recon-scratch`)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -167,7 +169,8 @@ def main() -> int:
                                           "--no-progress", *frames], d.with_suffix(".log"), env), time.time())
     methods = [f"ours:{n}={ck}" for n, ck in ours.items()] + ([] if args.no_baselines else ["clean"]) + baselines
     attack = ["attack", "--data", PETS, "--out", str(RUNS / "attack"), "--device", args.device, "--no-progress",
-              "--epochs", str(2 if args.smoke else args.attack_epochs)] + (["--quick"] if args.smoke else [])
+              "--epochs", str(2 if args.smoke else args.attack_epochs)] + (["--quick"] if args.smoke else []) + (
+                  ["--recon-scratch"] if args.recon_scratch else [])
     for m in methods:
         procs[f"attack_{m.split('=')[0]}"] = (silhouette([*attack, "--methods", m],
                                                          RUNS / "attack_logs" / f"{m.split('=')[0].replace(':', '_')}.log", env),
