@@ -3,7 +3,7 @@
 The post-hoc attacker of `silhouette attack` starts as the identity on its input (a residual U-Net), which suits
 colour-remapped frames but learns slowly from a few-level output. The deobfuscator that trained beside the
 obfuscator has no such start, so it is a second, independent attacker: where it beats the post-hoc one, the
-scorecard's reconstruction column understates the leak.
+scorecard's reconstruction column understates the leak (attack that row again with `silhouette attack --recon-scratch`).
 
     .venv/bin/python benchmarks/deobfuscator_attack.py LABEL=CKPT [LABEL=CKPT ...] [--data DIR] [--threads N]
 
