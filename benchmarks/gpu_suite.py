@@ -96,6 +96,10 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=550, help="seconds for the whole visit, packing included")
     ap.add_argument("--train-deadline", type=float, default=270, help="seconds for the training phase")
     ap.add_argument("--no-baselines", action="store_true", help="attack and evaluate only our checkpoints")
+    ap.add_argument("--baselines", default=None, metavar="A,B",
+                    help="baselines to attack (clean included by name), instead of those of baselines_matched.json and clean")
+    ap.add_argument("--no-eval", action="store_true",
+                    help="skip `silhouette evaluate` (utility is merged later from committed evaluations)")
     ap.add_argument("--attack-epochs", type=int, default=20, help="reconstruction attacker epochs")
     ap.add_argument("--recon-scratch", action="store_true",
                     help="train the reconstruction attackers from scratch (`silhouette attack --recon-scratch`)")
@@ -157,17 +161,23 @@ def main() -> int:
             log(f"--attack {label}: {path} not found, skipped")
     matched = json.loads(BASELINES_FILE.read_text()) if BASELINES_FILE.is_file() else {}
     baselines = [] if args.no_baselines else list(matched.get("methods", {}).values()) + list(matched.get("tradeoff_extra", []))
+    with_clean = not args.no_baselines
+    if args.baselines is not None:
+        listed = [b for b in args.baselines.split(",") if b]
+        with_clean, baselines = "clean" in listed, [b for b in listed if b != "clean"]
     procs = {}
     frames = ["--max-frames", "8"] if args.smoke else []
     evals = {f"ours:{n}": ["--checkpoint", str(ck)] for n, ck in ours.items()}
     evals.update({b: ["--baseline", b] for b in baselines})
-    if not args.no_baselines:
+    if with_clean:
         evals["clean"] = ["--clean"]
+    if args.no_eval:
+        evals = {}
     for m, how in evals.items():
         d = RUNS / "eval" / m.replace(":", "_")
         procs[f"eval_{m}"] = (silhouette(["evaluate", *how, "--data", PETS, "--detectors", "yolox_nano", "--out", str(d),
                                           "--no-progress", *frames], d.with_suffix(".log"), env), time.time())
-    methods = [f"ours:{n}={ck}" for n, ck in ours.items()] + ([] if args.no_baselines else ["clean"]) + baselines
+    methods = [f"ours:{n}={ck}" for n, ck in ours.items()] + (["clean"] if with_clean else []) + baselines
     attack = ["attack", "--data", PETS, "--out", str(RUNS / "attack"), "--device", args.device, "--no-progress",
               "--epochs", str(2 if args.smoke else args.attack_epochs)] + (["--quick"] if args.smoke else []) + (
                   ["--recon-scratch"] if args.recon_scratch else [])

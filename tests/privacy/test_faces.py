@@ -85,3 +85,31 @@ def test_run_face_attack_blur_hides_faces(face_frames: list[torch.Tensor]) -> No
 def test_unknown_detector_is_a_clear_error() -> None:
     with pytest.raises(SilhouetteError, match="unknown face detector"):
         build_face_detector("dlib")
+
+
+def test_haar_cascades_from_env_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                    face_frames: list[torch.Tensor]) -> None:
+    """OpenCV 5 ships no cascade files: a copy named by SILHOUETTE_HAAR_DIR is used, and its absence is explained."""
+    import shutil
+
+    import cv2
+
+    from silhouette.privacy import faces
+
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no CascadeClassifier")
+    try:
+        sources = [faces._cascade_path(n) for n in faces.HAAR_CASCADES]
+    except SilhouetteError as exc:
+        pytest.skip(f"no cascade files to copy here: {exc}")
+    for src in sources:
+        shutil.copy(src, tmp_path / src.name)
+    # hide every built-in location, as on an OpenCV 5 install
+    monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path / "none"), raising=False)
+    monkeypatch.setattr(faces, "_CASCADE_DIRS", ())
+    monkeypatch.delenv(faces.ENV_HAAR_DIR, raising=False)
+    with pytest.raises(SilhouetteError, match=faces.ENV_HAAR_DIR):
+        build_face_detector("haar")
+    monkeypatch.setenv(faces.ENV_HAAR_DIR, str(tmp_path))
+    det = build_face_detector("haar")
+    assert len(det.detect(face_frames[1])) >= 1

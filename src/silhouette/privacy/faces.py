@@ -10,6 +10,7 @@ at the 320x200 training size they fall below what the detectors reliably see).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -24,6 +25,8 @@ DEFAULT_IOU = 0.3
 HAAR_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
 # Debian/Ubuntu's opencv-data package ships the same cascade files here.
 _CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
+# OpenCV 5 wheels keep CascadeClassifier but no longer ship the cascade files: point this at a copy of them.
+ENV_HAAR_DIR = "SILHOUETTE_HAAR_DIR"
 
 
 class FaceDetector(Protocol):
@@ -40,13 +43,14 @@ FACE_DETECTORS: Registry[FaceDetector] = Registry("face detector")
 def _cascade_path(name: str) -> Path:
     import cv2
 
-    dirs = [getattr(getattr(cv2, "data", None), "haarcascades", ""), *_CASCADE_DIRS]
+    dirs = [os.environ.get(ENV_HAAR_DIR, ""), getattr(getattr(cv2, "data", None), "haarcascades", ""), *_CASCADE_DIRS]
     for d in dirs:
         if d and (Path(d) / name).is_file():
             return Path(d) / name
     raise SilhouetteError(
         f"Haar cascade {name} not found in {', '.join(d for d in dirs if d)}; OpenCV 5 wheels no longer ship them: "
-        "install opencv-python-headless<5 (or Debian's opencv-data), or use the mtcnn face detector"
+        f"install opencv-python-headless<5 (or Debian's opencv-data), set {ENV_HAAR_DIR} to a folder holding them, "
+        "or use the mtcnn face detector"
     )
 
 
