@@ -111,3 +111,29 @@ def test_merge_renames_an_old_runs_row_so_it_stays_apart(tmp_path: Path) -> None
         merge_scorecards([tmp_path / "new"], tmp_path / "m2", renames=[rename])
     with pytest.raises(SilhouetteError, match="has no row 'clean'"):
         merge_scorecards([tmp_path / "old"], tmp_path / "m3", renames=[parse_rename(f"clean@{tmp_path / 'old'}=x")])
+
+
+def test_merge_drops_face_results_on_another_attackers_reconstructions(tmp_path: Path) -> None:
+    """A later run with a new attacker keeps the old Haar column on obfuscated frames, not on old reconstructions."""
+    old_recipe, new_recipe = {"residual": True, "epochs": 20}, {"residual": False, "epochs": 20}
+    cpu = _row("ours", 0.95, 0.9, 0.7)
+    cpu["faces"] = {"key": {"detectors": ["haar", "mtcnn"], "reconstructed": old_recipe},
+                    "haar": {"obfuscated": {"fraction": 0.4}, "reconstructed": {"fraction": 0.9}},
+                    "mtcnn": {"obfuscated": {"fraction": 0.43}, "reconstructed": {"fraction": 0.39}}}
+    gpu = _row("ours", None, 0.9, 0.7)
+    gpu["faces"] = {"key": {"detectors": ["mtcnn"], "reconstructed": new_recipe},
+                    "mtcnn": {"obfuscated": {"fraction": 0.43}, "reconstructed": {"fraction": 0.0}}}
+    haar_obf_only = {"method": "ours", "faces": {"key": {"detectors": ["haar"], "reconstructed": False},
+                                                 "haar": {"obfuscated": {"fraction": 0.4}}}}
+    for name, row in (("cpu", cpu), ("gpu", gpu), ("haar", haar_obf_only)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "scorecard.json").write_text(json.dumps({"meta": {}, "results": [row]}))
+    data = json.loads(merge_scorecards([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "m")["json"].read_text())
+    (row,), (flat,) = data["results"], data["rows"]
+    assert "reconstructed" not in row["faces"]["haar"] and row["faces"]["haar"]["obfuscated"]["fraction"] == 0.4
+    assert row["faces"]["key"]["reconstructed"] == new_recipe and flat["face_rec"] == 0.0 and flat["face_obf"] == 0.43
+    assert flat["ap50"] == 0.95  # the later run had no utility: the earlier one's stays
+    # a faces-only run without an attacker changes nothing about whose reconstructions the row holds
+    data = json.loads(merge_scorecards([tmp_path / "cpu", tmp_path / "haar"], tmp_path / "m2")["json"].read_text())
+    (row,), (flat,) = data["results"], data["rows"]
+    assert row["faces"]["key"]["reconstructed"] == old_recipe and flat["face_rec"] == 0.9

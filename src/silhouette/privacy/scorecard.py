@@ -258,14 +258,30 @@ def utility_from_evaluation(path: str | Path, detector: str | None = None) -> di
 
 
 def _merge_row(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """`new` over `old`, keeping `old`'s results for attacks `new` did not run and its other face detectors."""
+    """`new` over `old`, keeping `old`'s results for attacks `new` did not run and its other face detectors.
+
+    An old detector's faces on reconstructions are dropped when `new` reconstructed with another attacker.
+    """
     if old is None:
         return dict(new)
     merged = {**old, **{k: v for k, v in new.items() if v is not None}}
     if isinstance(old.get("faces"), Mapping) and isinstance(new.get("faces"), Mapping):
+        old_key, new_key = old["faces"].get("key") or {}, new["faces"].get("key") or {}
         merged["faces"] = {**old["faces"], **new["faces"]}
-        dets = [*(old["faces"].get("key") or {}).get("detectors", []), *(new["faces"].get("key") or {}).get("detectors", [])]
-        merged["faces"]["key"] = {**(new["faces"].get("key") or {}), "detectors": list(dict.fromkeys(dets))}
+        dets = [*old_key.get("detectors", []), *new_key.get("detectors", [])]
+        made_by_old, made_by_new = old_key.get("reconstructed"), new_key.get("reconstructed")
+        # another attacker made the old reconstructions: their face counts no longer describe this row's attacker
+        stale = bool(made_by_old and made_by_new and made_by_old != made_by_new)
+        for det in dict.fromkeys(dets):
+            o, n = old["faces"].get(det), new["faces"].get(det)
+            if not isinstance(o, Mapping):
+                continue
+            det_merged = {**o, **n} if isinstance(n, Mapping) else dict(o)
+            if stale and not (isinstance(n, Mapping) and "reconstructed" in n):
+                det_merged.pop("reconstructed", None)
+            merged["faces"][det] = det_merged
+        merged["faces"]["key"] = {**new_key, "detectors": list(dict.fromkeys(dets)),
+                                  "reconstructed": made_by_new or made_by_old}
     merged["source"] = f"{old.get('source')} + {new.get('source')}"
     return merged
 
