@@ -229,6 +229,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def replot() -> int:
+    """Redraw sweep.png from the committed sweep results, with today's baselines and silhouettes beside them."""
+    if not (RESULTS / "sweep.json").is_file() or not (RESULTS / "scorecard.json").is_file():
+        raise SystemExit(f"--replot: no committed results in {RESULTS}; run the sweep first")
+    from silhouette.privacy.scorecard import plot_tradeoff
+
+    scorecard = json.loads((RESULTS / "scorecard.json").read_text(encoding="utf-8"))
+    epochs = {r["point"]: r.get("best_epoch") for r in json.loads((RESULTS / "sweep.json").read_text(encoding="utf-8"))["rows"]}
+    rows = [{**r, "best_epoch": epochs.get(r["point"])} for r in sweep_rows(scorecard)]
+    recipe = (scorecard["results"][0].get("reconstruction") or {}).get("recipe")
+    print(table(rows))
+    plot_tradeoff(rows + baseline_rows(recipe) + silhouette_rows(), PLOT, attacks=PANELS, prior=scorecard["meta"].get("scene_prior"))
+    print(f"\nwrote {PLOT}")
+    return 0
+
+
 def main() -> int:
     """Run the phases, then write the table, the JSON and the plot."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -240,7 +256,11 @@ def main() -> int:
                     help="attacks to run (default: all); results cached by an earlier run are kept either way")
     ap.add_argument("--train-only", action="store_true", help="stop after training (run again without it for the rest)")
     ap.add_argument("--smoke", action="store_true", help="tiny runs and --quick attacks (plumbing check); writes no results")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw the plot from the committed results (after the main scorecard changed)")
     args = ap.parse_args()
+    if args.replot:
+        return replot()
     names = [n for n in args.points.split(",") if n]
     unknown = set(names) - set(POINTS)
     if unknown:
