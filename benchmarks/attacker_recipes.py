@@ -2,7 +2,7 @@
 
 No training: it reads the `scorecard.json` of attack runs already in benchmarks/results/ and prints, per method,
 the people's PSNR / SSIM on the person boxes for each recipe and the stronger of them (an attacker may pick either).
-A source is `DIR` or `DIR:OLD=NEW` (rename one row of that run). Writes benchmarks/results/attacker_recipes.json.
+Rows are renamed as `silhouette scorecard --rename` does (METHOD@DIR=NEW). Writes benchmarks/results/attacker_recipes.json.
 
     .venv/bin/python benchmarks/attacker_recipes.py
 """
@@ -17,20 +17,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 R = "benchmarks/results"
 # identity start (`residual: true`), 20 epochs unless the row says otherwise
-IDENTITY = [f"{R}/gpu_session/attack_run1", f"{R}/attack_fused_default_cpu", f"{R}/attack_default_cpu:ours=ours:obf_paper",
+IDENTITY = [f"{R}/gpu_session/attack_run1", f"{R}/attack_fused_default_cpu", f"{R}/attack_default_cpu",
             f"{R}/attack_fold_cpu", f"{R}/attack_baselines95_cpu/blur1", f"{R}/attack_baselines95_cpu/noise0625",
             f"{R}/attack_baselines95_cpu/quantize5", f"{R}/attack_levels2_cpu"]
-SCRATCH_GPU = [f"{R}/gpu_session_2026-11-27/attack_run1:ours:default=ours", f"{R}/gpu_session_2026-11-27/attack_run2"]
+SCRATCH_GPU = [f"{R}/gpu_session_2026-11-27/attack_run1", f"{R}/gpu_session_2026-11-27/attack_run2"]
 SCRATCH_CPU = [f"{R}/attack_default_scratch_cpu", f"{R}/attack_levels2_scratch_cpu", f"{R}/attack_quantize2_scratch_cpu"]
+RENAMES = [f"ours@{R}/attack_default_cpu=ours:obf_paper", f"ours:default@{R}/gpu_session_2026-11-27/attack_run1=ours"]
 OUT = REPO / R / "attacker_recipes.json"
 
 
 def person_scores(sources: list[str]) -> dict[str, dict]:
     """method -> the reconstruction attack's person-box PSNR/SSIM, whole-frame PSNR and recipe (later sources win)."""
+    from silhouette.privacy.scorecard import parse_rename
+
+    renames: dict[str, dict[str, str]] = {}
+    for spec in RENAMES:
+        folder, method, new = parse_rename(spec)
+        renames.setdefault(folder, {})[method] = new
     out: dict[str, dict] = {}
-    for src in sources:
-        folder, _, rename = src.partition(":")
-        old, _, new = rename.rpartition("=")
+    for folder in sources:
         path = REPO / folder / "scorecard.json"
         if not path.is_file():
             sys.exit(f"{path}: not found; this script reads committed attack runs")
@@ -39,7 +44,7 @@ def person_scores(sources: list[str]) -> dict[str, dict]:
             test = rec.get("test") or {}
             if "person_psnr" not in test:
                 continue
-            name = new if rename and row["method"] == old else row["method"]
+            name = renames.get(folder, {}).get(row["method"], row["method"])
             out[name] = {"person_psnr": test["person_psnr"], "person_ssim": test["person_ssim"], "psnr": test["psnr"],
                          "epochs": rec["recipe"]["epochs"], "residual": rec["recipe"]["residual"], "source": folder}
     return out
@@ -68,6 +73,7 @@ def main() -> int:
         table.append({"method": m, **cells, "stronger_person_psnr": best})
     OUT.write_text(json.dumps({"command": ".venv/bin/python benchmarks/attacker_recipes.py", "sources": {
         "identity start": IDENTITY, "from scratch (H100)": SCRATCH_GPU, "from scratch (CPU)": SCRATCH_CPU},
+        "renames": RENAMES,
         "metric": "post-hoc reconstruction of the ground-truth person boxes of the PETS test split, PSNR dB / SSIM",
         "rows": table}, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {OUT.relative_to(REPO)}")

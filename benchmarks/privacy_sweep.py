@@ -229,18 +229,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def attack_recipe(scorecard: dict) -> dict | None:
+    """The sweep's reconstruction attacker recipe (that of its first row)."""
+    return (scorecard["results"][0].get("reconstruction") or {}).get("recipe")
+
+
+def draw(rows: list[dict], scorecard: dict) -> None:
+    """sweep.png: the sweep's rows with the committed baselines and the ideal silhouettes beside them."""
+    from silhouette.privacy.scorecard import plot_tradeoff
+
+    plot_tradeoff(rows + baseline_rows(attack_recipe(scorecard)) + silhouette_rows(), PLOT, attacks=PANELS,
+                  prior=scorecard["meta"].get("scene_prior"))
+
+
 def replot() -> int:
     """Redraw sweep.png from the committed sweep results, with today's baselines and silhouettes beside them."""
     if not (RESULTS / "sweep.json").is_file() or not (RESULTS / "scorecard.json").is_file():
         raise SystemExit(f"--replot: no committed results in {RESULTS}; run the sweep first")
-    from silhouette.privacy.scorecard import plot_tradeoff
-
     scorecard = json.loads((RESULTS / "scorecard.json").read_text(encoding="utf-8"))
     epochs = {r["point"]: r.get("best_epoch") for r in json.loads((RESULTS / "sweep.json").read_text(encoding="utf-8"))["rows"]}
     rows = [{**r, "best_epoch": epochs.get(r["point"])} for r in sweep_rows(scorecard)]
-    recipe = (scorecard["results"][0].get("reconstruction") or {}).get("recipe")
     print(table(rows))
-    plot_tradeoff(rows + baseline_rows(recipe) + silhouette_rows(), PLOT, attacks=PANELS, prior=scorecard["meta"].get("scene_prior"))
+    draw(rows, scorecard)
     print(f"\nwrote {PLOT}")
     return 0
 
@@ -277,15 +287,12 @@ def main() -> int:
     scorecard = json.loads(attack_phase(runs, ckpts, evals, args.attack_epochs, args.attacks, args.smoke, env).read_text(encoding="utf-8"))
     trained = training_log(runs)
     rows = [{**r, "best_epoch": (trained.get(r["point"]) or {}).get("best_epoch")} for r in sweep_rows(scorecard)]
-    recipe = (scorecard["results"][0].get("reconstruction") or {}).get("recipe")
+    recipe = attack_recipe(scorecard)
     print()
     print(table(rows))
     if args.smoke:
         return 0
-
-    from silhouette.privacy.scorecard import plot_tradeoff
-
-    plot_tradeoff(rows + baseline_rows(recipe) + silhouette_rows(), PLOT, attacks=PANELS, prior=scorecard["meta"].get("scene_prior"))
+    draw(rows, scorecard)
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(runs / "attack" / "scorecard.json", RESULTS / "scorecard.json")
     for m, p in evals.items():
