@@ -61,15 +61,32 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict, with a clear error for a missing, corrupt or foreign file."""
+def safe_torch_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """torch.load that can only rebuild tensors and plain containers: a pickled payload is refused before it runs."""
     path = Path(path)
     if not path.is_file():
-        raise SilhouetteError(f"checkpoint {path}: file not found")
+        raise SilhouetteError(f"{what} {path}: file not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise SilhouetteError(f"checkpoint {path}: cannot be read, the file is corrupt or not a checkpoint ({exc})") from exc
+        # weights_only=True: the unpickler only knows tensors, dicts, lists, tuples, strings and numbers,
+        # so a file carrying a code payload stops at its first foreign global instead of executing it
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch names the foreign global it stopped at; any other unpickling failure is plain damage
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise SilhouetteError(
+                f"{what} {path}: refused, it holds Python objects other than tensors and plain data "
+                "(a code payload, or a file from an old or foreign writer); nothing in it was run"
+            ) from None
+        raise SilhouetteError(f"{what} {path}: cannot be read, the file is corrupt or not a {what}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError, KeyError,
+            IndexError, UnicodeDecodeError, MemoryError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise SilhouetteError(f"{what} {path}: cannot be read, the file is corrupt or not a {what} ({reason})") from None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict safely, with a clear error for a missing, corrupt, unsafe or foreign file."""
+    ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise SilhouetteError(f"checkpoint {path}: not a silhouette checkpoint (expected format {FORMAT!r})")
     return ckpt

@@ -184,13 +184,10 @@ def save_attacker(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_attacker(path: str | Path) -> tuple[AttackerUNet, dict[str, Any]]:
     """The trained attacker of a checkpoint (eval mode) and the checkpoint's metadata."""
+    from silhouette.models.checkpoint import safe_torch_load
+
     path = Path(path)
-    if not path.is_file():
-        raise SilhouetteError(f"{path}: attacker checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
-        raise SilhouetteError(f"{path}: unreadable attacker checkpoint ({exc}); delete it to retrain") from exc
+    state = safe_torch_load(path, "attacker checkpoint")
     if not isinstance(state, dict) or state.get("kind") != "silhouette-reconstruction-attacker":
         raise SilhouetteError(f"{path}: not a reconstruction-attacker checkpoint")
     model = ReconstructionRecipe.from_dict(state["recipe"]).build()
@@ -237,7 +234,9 @@ def train_attacker(
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        from silhouette.models.checkpoint import safe_torch_load
+
+        state = safe_torch_load(ckpt, "attacker checkpoint")
         # a longer run of the same recipe continues where the stored one stopped
         same = {k: v for k, v in state.get("recipe", {}).items() if k != "epochs"} == {
             k: v for k, v in recipe.to_dict().items() if k != "epochs"}

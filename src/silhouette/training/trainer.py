@@ -53,8 +53,14 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG state, for exact resume."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and plain lists, so a checkpoint loads with weights_only=True."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -62,8 +68,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore `rng_state()`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -555,7 +563,10 @@ class Trainer:
             if self.dist.is_main:
                 log.info("training done: %s", {k: metrics.get(k) for k in ("val_ap50", "val_ssim")})
         except TrainingDiverged as exc:
-            msg = f"training stopped: {exc}; the last good checkpoint is {self.out / 'last.pt'}"
+            last = self.out / "last.pt"
+            # name a checkpoint only if one exists: a run can diverge before its first save
+            where = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
+            msg = f"training stopped: {exc}; {where}"
             if self.dist.is_main:
                 (self.out / "STOPPED.txt").write_text(msg + "\n", encoding="utf-8")
             raise TrainingDiverged(msg) from exc
