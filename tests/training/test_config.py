@@ -40,6 +40,16 @@ def test_paper_preset_is_the_papers_recipe() -> None:
         ({"train": {"blank_weight": -1}}, "train.blank_weight: must be >= 0"),
         ({"data": {"photometric": 1.5}}, "data.photometric: expected a strength in [0, 1)"),
         ({"train": 3}, "train: expected a mapping"),
+        ({"train": {"lr_obf": float("inf")}}, "train.lr_obf: expected a finite number"),
+        ({"train": {"lr_deobf": "nan"}}, "train.lr_deobf: expected a finite number"),
+        ({"train": {"lr_obf": 0}}, "train.lr_obf / train.lr_deobf: must be > 0"),
+        ({"train": {"warmup_lr": -1e-3}}, "train.warmup_lr: must be > 0"),
+        ({"train": {"lr_decay_obf": -0.1}}, "train.lr_decay_obf / train.lr_decay_deobf: must be >= 0"),
+        ({"train": {"lr_decay_deobf": -1}}, "train.lr_decay_obf / train.lr_decay_deobf: must be >= 0"),
+        ({"train": {"grad_clip": -1.0}}, "train.grad_clip: must be >= 0"),
+        ({"train": {"threads": -2}}, "train.threads: must be >= 0"),
+        ({"train": {"log_every": 0}}, "train.log_every: must be >= 1"),
+        ({"eval": {"batch_size": 0}}, "eval.batch_size: must be >= 1"),
     ],
 )
 def test_bad_values_name_the_key(data: dict, message: str) -> None:
@@ -74,3 +84,15 @@ def test_cli_reports_config_errors_in_one_line(capsys: pytest.CaptureFixture[str
     rc = main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "train.lr_obf=abc"])
     err = capsys.readouterr().err
     assert rc == 2 and "train.lr_obf: expected a number, got 'abc'" in err and "Traceback" not in err
+
+
+def test_yaml_infinity_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """YAML's `.inf` parses as a float; the CLI names the key instead of training towards a divergence."""
+    from silhouette.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  lr_obf: .inf\n", encoding="utf-8")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.lr_obf: expected a finite number" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -106,6 +106,15 @@ def test_exploding_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tm
     assert all(torch.equal(good[k], kept[k]) for k in good)
 
 
+def test_divergence_before_any_checkpoint_says_none_was_written(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
+    """A run that explodes in its first epoch names no last.pt, because none exists."""
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written") as err:
+        train(tiny_config("train.max_loss=1e-9"), out, progress=False)
+    assert "last.pt" not in str(err.value)
+    assert not (out / "last.pt").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

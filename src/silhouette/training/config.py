@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -133,6 +134,13 @@ class Config:
             (t.blank_weight >= 0, "train.blank_weight: must be >= 0"),
             (t.reid_weight >= 0, "train.reid_weight: must be >= 0"),
             (t.lr_reid > 0, "train.lr_reid: must be > 0"),
+            (t.warmup_lr > 0, "train.warmup_lr: must be > 0"),
+            (t.lr_decay_obf >= 0 and t.lr_decay_deobf >= 0, "train.lr_decay_obf / train.lr_decay_deobf: must be >= 0"),
+            (t.grad_clip >= 0, "train.grad_clip: must be >= 0 (0 = off)"),
+            (t.threads >= 0, "train.threads: must be >= 0 (0 = torch's default)"),
+            (t.log_every >= 1, "train.log_every: must be >= 1"),
+            (self.eval.batch_size >= 1, "eval.batch_size: must be >= 1"),
+            (self.eval.ssim_frames >= 0, "eval.ssim_frames: must be >= 0 (0 = all)"),
             (t.warmup_steps >= 0, "train.warmup_steps: must be >= 0"),
             (t.warmup_target in WARMUP_TARGETS, f"train.warmup_target: expected one of {', '.join(WARMUP_TARGETS)}, got {t.warmup_target!r}"),
             (0 <= self.eval.conf_threshold <= 1, "eval.conf_threshold: must lie in [0, 1]"),
@@ -158,6 +166,18 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
 
 
+def _float_or_none(value: Any) -> float | None:
+    """A number as float (YAML reads '1e-2' without a dot as a string), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert one leaf value against its annotated type."""
     origin = typing.get_origin(tp)
@@ -175,14 +195,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise SilhouetteError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads '1e-2' (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise SilhouetteError(f"{key}: expected a number, got {value!r}")
+        number = _float_or_none(value)
+        if number is None:
+            raise SilhouetteError(f"{key}: expected a number, got {value!r}")
+        # YAML reads .inf and .nan as floats; no setting means anything with them, and they only fail later
+        if not math.isfinite(number):
+            raise SilhouetteError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
