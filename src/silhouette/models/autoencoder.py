@@ -27,6 +27,9 @@ class MobileAutoencoder(nn.Module):
     runs at full resolution; `head="conv"` upsamples with UpBlocks and ends in a conv of `head_kernel`.
     `output_levels` > 1 rounds the output to that many evenly spaced values per channel (a straight-through
     estimator while training), so the frame that leaves the camera carries at most log2(levels) bits per channel.
+    Two more identity bottlenecks for private mode, where the cloud detector is co-trained and need not see a natural
+    image: `grey` emits one channel (copied to three, so every detector reads it unchanged) and `output_scale` = k
+    averages the output over k x k cells, so the camera's frame holds (H/k)·(W/k) values.
     """
 
     def __init__(
@@ -44,6 +47,8 @@ class MobileAutoencoder(nn.Module):
         head_kernel: int = 3,
         head: str = "conv",
         output_levels: int = 0,
+        grey: bool = False,
+        output_scale: int = 1,
     ) -> None:
         super().__init__()
         if width <= 0 or depth <= 0:
@@ -56,6 +61,8 @@ class MobileAutoencoder(nn.Module):
             raise SilhouetteError(f"autoencoder head must be 'conv' or 'shuffle', got {head!r}")
         if output_levels == 1 or output_levels < 0 or output_levels > 256:
             raise SilhouetteError(f"autoencoder output_levels must be 0 (off) or 2..256, got {output_levels}")
+        if output_scale not in (1, 2, 4, 8, 16):
+            raise SilhouetteError(f"autoencoder output_scale must be 1, 2, 4, 8 or 16, got {output_scale}")
         if any(len(st) not in (4, 5) for st in stages):
             raise SilhouetteError(f"autoencoder stages: each is (expansion, channels, repeats, stride[, fused]), got {list(stages)}")
         self.config: dict[str, Any] = dict(
@@ -64,6 +71,13 @@ class MobileAutoencoder(nn.Module):
             in_channels=in_channels, out_channels=out_channels, skips=skips,
             decoder_expansion=decoder_expansion, head_kernel=head_kernel, head=head, output_levels=output_levels,
         )
+        # recorded only when set, so the arch of every earlier checkpoint stays exactly what it was
+        if grey:
+            self.config["grey"] = True
+        if output_scale != 1:
+            self.config["output_scale"] = int(output_scale)
+        self.grey, self.output_scale, self.out_channels = bool(grey), int(output_scale), out_channels
+        out_channels = 1 if grey else out_channels
         self.output_levels = int(output_levels)
         self.skips = skips
         ch = make_divisible(stem_channels * width)
@@ -127,7 +141,19 @@ class MobileAutoencoder(nn.Module):
         else:
             y = self.decoder(self.encoder(self.stem(x)))
         out = torch.sigmoid(self.head(y)[..., :h, :w])
-        return self._quantise(out) if self.output_levels else out
+        if self.output_scale > 1:
+            out = F.avg_pool2d(out, self.output_scale, ceil_mode=True)
+        if self.output_levels:
+            out = self._quantise(out)
+        return self._restore(out, h, w)
+
+    def _restore(self, out: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Back to [B,out_channels,H,W]: repeat a grey channel, blow low-resolution cells up to blocks."""
+        if self.output_scale > 1:
+            out = F.interpolate(out, scale_factor=self.output_scale, mode="nearest")[..., :h, :w]
+        if self.grey:
+            out = out.expand(-1, self.out_channels, -1, -1)
+        return out
 
     def _quantise(self, y: torch.Tensor) -> torch.Tensor:
         """Round to `output_levels` values per channel; in training the gradient passes straight through the rounding."""

@@ -29,8 +29,11 @@ def save_checkpoint(
     step: int = 0,
     metrics: dict[str, Any] | None = None,
     training_state: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically; `*_spec` = {"name": registry name, "kwargs": {...}} to rebuild the model."""
+    """Write a checkpoint atomically; `*_spec` = {"name": registry name, "kwargs": {...}} to rebuild the model.
+
+    `extra` adds top-level entries (private mode: "mode", "pair" and the co-trained "detector")."""
     ckpt: dict[str, Any] = {
         "format": FORMAT,
         "obfuscator": {"spec": _with_arch(obfuscator_spec, obfuscator), "state_dict": _cpu_state(obfuscator)},
@@ -44,6 +47,7 @@ def save_checkpoint(
         ckpt["deobfuscator"] = {"spec": _with_arch(deobfuscator_spec or {}, deobfuscator), "state_dict": _cpu_state(deobfuscator)}
     if training_state is not None:
         ckpt["training_state"] = training_state
+    ckpt.update(extra or {})
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)

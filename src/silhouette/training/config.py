@@ -14,6 +14,8 @@ from silhouette.errors import SilhouetteError
 
 
 WARMUP_TARGETS = ("identity", "solarize")
+MODES = ("compatible", "private")
+TARGETS = ("pseudo", "gt")
 
 
 @dataclass
@@ -36,11 +38,13 @@ class DataConfig:
 
 @dataclass
 class DetectorConfig:
-    """The frozen detector that supplies L_det and the pseudo-labels."""
+    """The detector that supplies L_det and the pseudo-labels: frozen (compatible mode) or co-trained (private mode)."""
 
     spec: str = "fasterrcnn_resnet50_fpn"  # name or ensemble 'a+b*0.5'
     score_threshold: float = 0.5  # pseudo-label threshold on clean frames
     eval_spec: str = ""  # detector used for validation AP; '' = same as spec
+    lr: float = 2e-4  # private mode: AdamW learning rate of the co-trained detector
+    targets: str = "pseudo"  # 'pseudo': the original detector's boxes on clean frames; 'gt': human boxes (PETS)
 
 
 @dataclass
@@ -75,6 +79,7 @@ class TrainConfig:
     blank_weight: float = 0.0  # β: L1 pull of the obfuscated frame towards flat grey (the silhouette prior)
     reid_weight: float = 0.0  # γ: identity confusion of a co-trained re-ID classifier on person crops (needs GT ids)
     lr_reid: float = 1e-3  # learning rate of that co-trained re-ID classifier
+    face_weight: float = 0.0  # weight of the face adversary: MTCNN P-Net face scores on the obfuscated frame
     warmup_steps: int = 0  # warm-start: fit the obfuscator to `warmup_target` for N batches before the game
     warmup_target: str = "identity"  # identity | solarize (the pointwise fold 2·min(x, 1−x): not invertible)
     warmup_lr: float = 1e-2
@@ -109,6 +114,9 @@ class Config:
 
     name: str = "run"
     seed: int = 0
+    # 'compatible': the paper's game against an unmodified detector; 'private': the cloud detector is trained on the
+    # obfuscated frames too, so the camera may discard what identifies people (the run saves an obfuscator/detector pair)
+    mode: str = "compatible"
     data: DataConfig = field(default_factory=DataConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -135,6 +143,10 @@ class Config:
             (t.reid_weight >= 0, "train.reid_weight: must be >= 0"),
             (t.lr_reid > 0, "train.lr_reid: must be > 0"),
             (t.warmup_lr > 0, "train.warmup_lr: must be > 0"),
+            (self.mode in MODES, f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}"),
+            (self.detector.lr > 0, "detector.lr: must be > 0"),
+            (self.detector.targets in TARGETS, f"detector.targets: expected one of {', '.join(TARGETS)}, got {self.detector.targets!r}"),
+            (t.face_weight >= 0, "train.face_weight: must be >= 0"),
             (t.lr_decay_obf >= 0 and t.lr_decay_deobf >= 0, "train.lr_decay_obf / train.lr_decay_deobf: must be >= 0"),
             (t.grad_clip >= 0, "train.grad_clip: must be >= 0 (0 = off)"),
             (t.threads >= 0, "train.threads: must be >= 0 (0 = torch's default)"),

@@ -1,4 +1,5 @@
-"""The adversarial game: one obfuscator step and one deobfuscator step per batch, detector frozen."""
+"""The adversarial game: one obfuscator step and one deobfuscator step per batch; the detector is frozen (compatible
+mode) or takes its own step on the obfuscated frames (private mode)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def frozen(module: nn.Module) -> Iterator[None]:
                 v.copy_(buffers[k])
 
 
+def _maybe_frozen(module: nn.Module | None) -> contextlib.AbstractContextManager:
+    """`frozen(module)`, or nothing when there is no such module."""
+    return frozen(module) if module is not None else contextlib.nullcontext()
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the module itself)."""
     return getattr(module, "module", module)
@@ -73,6 +79,8 @@ class StepStats:
     loss_deobf: float = float("nan")
     reid_confusion: float = float("nan")  # identity confusion the obfuscator step saw (0 = the classifier is blind)
     loss_reid: float = float("nan")  # the co-trained re-ID classifier's cross-entropy
+    face_score: float = float("nan")  # the face adversary's score of the obfuscated frames (0 = no face-like window)
+    loss_det_cloud: float = float("nan")  # private mode: the co-trained detector's own loss on the detached output
 
 
 # per image: ground-truth person boxes [K,4] (xyxy, in the image's pixels) and contiguous identity labels [K]
@@ -112,12 +120,19 @@ class AdversarialEngine:
         reid: nn.Module | None = None,
         opt_reid: torch.optim.Optimizer | None = None,
         reid_weight: float = 0.0,
+        face: nn.Module | None = None,
+        face_weight: float = 0.0,
+        opt_det: torch.optim.Optimizer | None = None,
     ) -> None:
         self.obf, self.deobf, self.detector = obfuscator, deobfuscator, detector
         self.opt_obf, self.opt_deobf = opt_obf, opt_deobf
         self.det_weight, self.grad_clip, self.max_loss = det_weight, grad_clip, max_loss
         self.blank_weight = blank_weight
         self.reid, self.opt_reid, self.reid_weight = reid, opt_reid, reid_weight
+        self.face, self.face_weight = face, face_weight
+        # private mode: an optimiser over the detector's own weights; None keeps the detector frozen (compatible mode)
+        self.opt_det = opt_det
+        self.det_net = detector.torch_model() if opt_det is not None else None
         self.device = torch.device(device)
         self.amp = amp and self.device.type == "cuda"
 
@@ -144,7 +159,7 @@ class AdversarialEngine:
         o = o.float()
         deobf = unwrap(self.deobf)  # the raw module: no DDP gradient sync for a network that is not updated
         # the backward pass stays inside `frozen`: BN backward reads the running-stat buffers it restores
-        with frozen(deobf), (frozen(self.reid) if self.reid is not None else contextlib.nullcontext()):
+        with frozen(deobf), _maybe_frozen(self.reid), _maybe_frozen(self.det_net):
             with self._autocast():
                 rec = deobf(o)
             mse = F.mse_loss(rec.float(), x)
@@ -163,6 +178,11 @@ class AdversarialEngine:
                     conf = identity_confusion(self.reid(crops))
                     loss = loss + self.reid_weight * conf
                     stats.reid_confusion = float(conf.detach())
+            if self.face is not None and self.face_weight > 0:
+                # faces are the identity cue a detector never needs: score them on the frame that leaves the camera
+                face = self.face(o)
+                loss = loss + self.face_weight * face
+                stats.face_score = float(face.detach())
             stats.loss_obf, stats.loss_det, stats.mse_obf = float(loss.detach()), float(det.detach()), float(mse.detach())
             check_loss("obfuscator loss", stats.loss_obf, self.max_loss)
             self._step(self.opt_obf, loss, self.obf)
@@ -189,6 +209,17 @@ class AdversarialEngine:
         value = float(loss.detach())
         check_loss("deobfuscator loss", value, self.max_loss)
         self._step(self.opt_deobf, loss, self.deobf)
+        return value
+
+    def detector_step(self, obfuscated: torch.Tensor, targets: list[Detections]) -> float:
+        """Private mode: one step of the cloud detector's own loss on the detached obfuscated frames."""
+        if self.opt_det is None or self.det_net is None:
+            return float("nan")
+        # the network stays in eval mode: any norm layer keeps its pretrained statistics, as in compatible mode
+        loss = self.detector.loss(obfuscated.detach(), targets)["loss"].float()
+        value = float(loss.detach())
+        check_loss("detector loss", value, self.max_loss)
+        self._step(self.opt_det, loss, self.det_net)
         return value
 
     def reid_step(self, obfuscated: torch.Tensor, people: People) -> float:
@@ -224,8 +255,8 @@ class AdversarialEngine:
         deobf_steps: int = 1,
         people: People | None = None,
     ) -> StepStats:
-        """One round: the obfuscator step (adversaries frozen), then the deobfuscator step(s) and the re-ID step on
-        the detached output."""
+        """One round: the obfuscator step (adversaries frozen), then the deobfuscator step(s), the re-ID step and, in
+        private mode, the detector step on the detached output."""
         x = x.to(self.device, non_blocking=True)
         stats = StepStats()
         obfuscated = None
@@ -237,6 +268,9 @@ class AdversarialEngine:
                 # the first step reuses this batch's obfuscation; later ones re-run the (updated) obfuscator
                 losses.append(self.deobfuscator_step(x, obfuscated if i == 0 else None))
             stats.loss_deobf = sum(losses) / len(losses)
-        if self.reid is not None and people:
-            stats.loss_reid = self.reid_step(obfuscated if obfuscated is not None else self._target_pass(x), people)
+        if (self.reid is not None and people) or self.opt_det is not None:
+            out = obfuscated if obfuscated is not None else self._target_pass(x)
+            if self.reid is not None and people:
+                stats.loss_reid = self.reid_step(out, people)
+            stats.loss_det_cloud = self.detector_step(out, targets)
         return stats

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CSV_FIELDS = [
     "epoch", "lr_obf", "lr_deobf", "lam", "loss_obf", "loss_det", "mse_obf", "loss_deobf", "reid_confusion", "loss_reid",
+    "face_score", "loss_det_cloud",
     "val_ap50", "val_ap", "val_ssim", "val_mse", "val_psnr", "val_nmi", "val_recon_mse",
     "train_images", "epoch_s", "images_per_s",
 ]
@@ -43,6 +44,11 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")  # torch.cuda.set_device needs an index
     return dev
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of a module's weights."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def seed_everything(seed: int) -> None:
@@ -134,6 +140,14 @@ def pseudo_labels(root: Path, frames: FrameSet, spec: str, threshold: float, spl
     if missing:
         raise SilhouetteError(f"pseudo-label cache of {root} lacks {len(missing)} frame(s), e.g. {missing[0]}")
     return person_targets([cache[f] for f in frames.files], threshold)
+
+
+def gt_targets(frames: FrameSet, root: Path, split: str) -> list[Detections]:
+    """Human person boxes of each frame as detection targets (score 1, person); a clear error for footage without GT."""
+    if not any(len(boxes) for boxes, _ in frames.people):
+        raise SilhouetteError(f"detector.targets: gt needs human person boxes, and split {split!r} of {root} has none; "
+                              "use detector.targets: pseudo")
+    return [Detections(b.clone(), torch.ones(len(b)), torch.zeros(len(b), dtype=torch.long)) for b, _ in frames.people]
 
 
 def _eval_preds(detector: Detector, obfuscated: torch.Tensor, batch_size: int) -> list[Detections]:
@@ -276,6 +290,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.dist = init_distributed(self.device)
+        if cfg.mode == "private" and self.dist.world_size > 1:
+            # the co-trained detector's gradients are not all-reduced: one process keeps the pair consistent
+            raise SilhouetteError("mode: private trains on one process; run it without torchrun")
         seed_everything(cfg.seed)
         self.out.mkdir(parents=True, exist_ok=True)
         last = self.out / "last.pt"
@@ -297,6 +314,12 @@ class Trainer:
         # the differentiable detector runs beside the networks (on the GPU when training there); the AP detector
         # below keeps its exact onnxruntime path on the CPU
         self.detector = create_detector(cfg.detector.spec, device=str(self.device))
+        # the boxes of crops come from the unmodified detector, also when the training detector is being adapted
+        self.label_detector = self.detector
+        if cfg.mode == "private":
+            from silhouette.detectors.adapt import trainable_detector
+
+            self.detector = trainable_detector(cfg.detector.spec, device=str(self.device))
         # AP needs the whole precision-recall curve: predictions down to a low score, as in COCO evaluation
         self.eval_detector = create_detector(cfg.detector.eval_spec or cfg.detector.spec, conf_threshold=cfg.eval.conf_threshold)
         self.train_frames = load_frames(root, cfg.data.train_split, cfg.data.frame_stride, cfg.data.max_train_frames)
@@ -314,6 +337,9 @@ class Trainer:
             self.val_targets = pseudo_labels(
                 root, self.val_frames, cfg.detector.eval_spec or cfg.detector.spec, thr, cfg.data.val_split
             )
+        if cfg.detector.targets == "gt":
+            self.train_frames.labels = gt_targets(self.train_frames, root, cfg.data.train_split)
+            self.val_targets = gt_targets(self.val_frames, root, cfg.data.val_split)
 
         from silhouette.models import build_deobfuscator, build_obfuscator
 
@@ -330,6 +356,15 @@ class Trainer:
         self.sched_obf = torch.optim.lr_scheduler.StepLR(self.opt_obf, t.lr_step_epochs, t.lr_decay_obf)
         self.sched_deobf = torch.optim.lr_scheduler.StepLR(self.opt_deobf, t.lr_step_epochs, t.lr_decay_deobf)
         self.reid, self.opt_reid = self._build_reid()
+        self.face = None
+        if t.face_weight > 0:
+            from silhouette.training.face_adversary import FaceAdversary
+
+            self.face = FaceAdversary().to(self.device)
+        self.opt_det = None
+        if cfg.mode == "private":
+            self.opt_det = torch.optim.AdamW(self.detector.torch_model().parameters(), lr=cfg.detector.lr,
+                                             weight_decay=t.weight_decay)
         self.start_epoch, self.best_score, self.step = 0, -math.inf, 0
         self.warm_done = t.warmup_steps == 0
         if m.init_from:
@@ -343,6 +378,7 @@ class Trainer:
             self.obf, self.deobf, self.detector, self.opt_obf, self.opt_deobf,
             det_weight=t.det_weight, blank_weight=t.blank_weight, grad_clip=t.grad_clip, max_loss=t.max_loss, device=self.device, amp=t.amp,
             reid=self.reid, opt_reid=self.opt_reid, reid_weight=t.reid_weight,
+            face=self.face, face_weight=t.face_weight, opt_det=self.opt_det,
         )
         if self.dist.is_main:
             save_config(cfg, self.out / "config.yaml")
@@ -362,6 +398,11 @@ class Trainer:
             except RuntimeError as exc:
                 raise SilhouetteError(f"model.init_from {path}: its {key} does not fit model.{key} "
                                       f"({ckpt[key].get('spec', {}).get('name')!r}); use the same architecture") from exc
+        if self.cfg.mode == "private" and "detector" in ckpt:
+            if ckpt["detector"].get("name") != self.cfg.detector.spec:
+                raise SilhouetteError(f"model.init_from {path}: its detector is {ckpt['detector'].get('name')!r}, "
+                                      f"not detector.spec {self.cfg.detector.spec!r}")
+            self.detector.torch_model().load_state_dict(ckpt["detector"]["state_dict"])
         self.warm_done = True
         log.info("initialised from %s (no warm start)", path)
 
@@ -406,6 +447,11 @@ class Trainer:
                 raise SilhouetteError(f"--resume: {path} was trained without train.reid_weight; keep the run's config")
             self.reid.load_state_dict(state["reid"])
             self.opt_reid.load_state_dict(state["opt_reid"])
+        if self.cfg.mode == "private":
+            if "detector" not in ckpt or "opt_det" not in state:
+                raise SilhouetteError(f"--resume: {path} is a compatible-mode run; keep its config (mode: compatible)")
+            self.detector.torch_model().load_state_dict(ckpt["detector"]["state_dict"])
+            self.opt_det.load_state_dict(state["opt_det"])
         self.start_epoch = int(ckpt["epoch"])
         self.step = int(ckpt.get("step", 0))
         self.best_score = float(state.get("best_score", -math.inf))
@@ -418,8 +464,17 @@ class Trainer:
     def _save(self, path: Path, epoch: int, metrics: dict[str, Any]) -> None:
         from silhouette.models.checkpoint import save_checkpoint
 
+        extra, det_state = {}, {}
+        if self.cfg.mode == "private":
+            # the detector file first: a checkpoint never names a detector file that is not on disk yet
+            det_file = path.with_suffix(".detector.onnx")
+            sha = self.detector.export_onnx(det_file)
+            extra = {"mode": "private", "pair": {"detector": self.cfg.detector.spec, "file": det_file.name, "sha256": sha},
+                     "detector": {"name": self.cfg.detector.spec, "state_dict": _state(self.detector.torch_model())}}
+            det_state = {"opt_det": self.opt_det.state_dict()}
         save_checkpoint(
             path,
+            extra=extra,
             obfuscator=self.obf_raw,
             obfuscator_spec=self.obf_spec,
             deobfuscator=self.deobf_raw,
@@ -436,6 +491,7 @@ class Trainer:
                 "best_score": self.best_score,
                 "rng": rng_state(),
                 **({"reid": self.reid.state_dict(), "opt_reid": self.opt_reid.state_dict()} if self.reid is not None else {}),
+                **det_state,
             },
         )
 
@@ -465,11 +521,22 @@ class Trainer:
             return x, [self.train_frames.labels[i] for i in idx], self._people(idx, None, x.shape[-2:])
         geometry: list[tuple[int, int, bool]] = []
         x = _crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry)
-        # a crop or jitter changes what the detector sees: its own person boxes on the clean crop are the targets
-        with torch.no_grad():
-            targets = person_targets(self.detector.predict(x), self.cfg.detector.score_threshold)
         people = self._people(idx, geometry, x.shape[-2:])
+        if self.cfg.detector.targets == "gt":
+            return x, self._gt_crop_targets(idx, geometry, x.shape[-2:]), people
+        # a crop or jitter changes what the detector sees: the unmodified detector's person boxes on the clean crop
+        with torch.no_grad():
+            targets = person_targets(self.label_detector.predict(x), self.cfg.detector.score_threshold)
         return x, [Detections(t.boxes.cpu(), t.scores.cpu(), t.labels.cpu()) for t in targets], people
+
+    def _gt_crop_targets(self, idx: list[int], geometry: list[tuple[int, int, bool]], size: Sequence[int]) -> list[Detections]:
+        """Human boxes moved into each crop; a person mostly outside it is no target (nor a negative: it is dropped)."""
+        out = []
+        for k, i in enumerate(idx):
+            top, left, flipped = geometry[k]
+            moved, keep = move_boxes(self.train_frames.people[i][0], top, left, flipped, size, min_height=4.0)
+            out.append(Detections(moved[keep], torch.ones(int(keep.sum())), torch.zeros(int(keep.sum()), dtype=torch.long)))
+        return out
 
     def _people(self, idx: list[int], geometry: list[tuple[int, int, bool]] | None, size: Sequence[int]) -> People | None:
         """GT person boxes moved into each (cropped) image with contiguous identity labels; None without a re-ID term."""
@@ -519,7 +586,7 @@ class Trainer:
         bar.close()
         self.warm_done = True
         # epoch 0 = the warm-started networks, so the log shows what the adversarial epochs add
-        val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
+        val = evaluate(self.obf, self._eval_detector(), self.val_frames, self.val_targets, self.device,
                        self.cfg.eval.batch_size, self.cfg.eval.ssim_frames, self.deobf)
         if self.dist.is_main:
             row: dict[str, Any] = {"epoch": 0, "lam": 0.0, "loss_obf": loss, "loss_deobf": rec,
@@ -531,6 +598,16 @@ class Trainer:
             self._save(self.out / "last.pt", 0, row)
             log.info("warm start: %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
         barrier()
+
+    def _eval_detector(self) -> Detector:
+        """The validation detector; in private mode the co-trained one, exported to ONNX and run as it will be served."""
+        if self.cfg.mode != "private":
+            return self.eval_detector
+        from silhouette.detectors import create_detector
+
+        path = self.out / "val.detector.onnx"
+        self.detector.export_onnx(path)
+        return create_detector(self.cfg.detector.spec, weights=str(path), conf_threshold=self.cfg.eval.conf_threshold)
 
     def _bar(self, **kw: Any) -> Any:
         from tqdm import tqdm
@@ -581,7 +658,8 @@ class Trainer:
         gen = self._gen(epoch)
         update_obf = t.alternate == "batch" or epoch % 2 == 1
         update_deobf = t.alternate == "batch" or epoch % 2 == 0
-        sums = {"loss_obf": 0.0, "loss_det": 0.0, "mse_obf": 0.0, "loss_deobf": 0.0, "reid_confusion": 0.0, "loss_reid": 0.0}
+        sums = dict.fromkeys(("loss_obf", "loss_det", "mse_obf", "loss_deobf", "reid_confusion", "loss_reid", "face_score",
+                              "loss_det_cloud"), 0.0)
         counts = dict.fromkeys(sums, 0)
         start, n_img = time.time(), 0
         bar = self._bar(total=len(batches), desc=f"epoch {epoch + 1}/{t.epochs}")
@@ -622,7 +700,7 @@ class Trainer:
         is_best = False
         if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == t.epochs:
             # every rank validates (same frames, same weights): torchmetrics syncs its state across the group
-            val = evaluate(self.obf, self.eval_detector, self.val_frames, self.val_targets, self.device,
+            val = evaluate(self.obf, self._eval_detector(), self.val_frames, self.val_targets, self.device,
                            cfg.eval.batch_size, cfg.eval.ssim_frames, self.deobf)
             row.update({f"val_{k}": v for k, v in val.items()})
             score = best_score(val["ap50"], val["ssim"], cfg.eval.ssim_target, epoch + 1, cfg.eval.min_ap50)

@@ -1,0 +1,75 @@
+"""Private mode's cloud detector: a zoo detector whose weights train, exported back to ONNX with the same contract."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from pathlib import Path
+
+import torch
+
+from silhouette.detectors.base import Detections
+from silhouette.detectors.onnx_zoo import OnnxZooDetector
+from silhouette.errors import SilhouetteError
+
+
+class AdaptedZooDetector(OnnxZooDetector):
+    """A private copy of a zoo detector's onnx2torch network with every weight trainable; predicts through torch."""
+
+    family = "onnx_zoo_adapted"
+
+    def __init__(self, base: OnnxZooDetector) -> None:
+        super().__init__(base.spec, base.weights, base.conf_threshold, base.nms_iou, base.num_threads, str(base.device))
+        # a deep copy: the converted network of the base file is cached and shared by every frozen user of it
+        self.net = copy.deepcopy(base.torch_model())
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+
+    def torch_model(self) -> torch.nn.Module:
+        """The trainable network (not the shared frozen conversion)."""
+        return self.net
+
+    def predict(self, images: torch.Tensor) -> list[Detections]:
+        """Detections through the trained torch weights (the onnxruntime session holds the original file)."""
+        return self.predict_torch(images)
+
+    def export_onnx(self, path: str | Path) -> str:
+        """Write the trained network as ONNX with the original input/output names; returns the file's sha256."""
+        import onnx
+
+        from silhouette.fileio import atomic_path
+
+        names = [o.name for o in onnx.load(str(self._checked_weights())).graph.output]
+        size = self.spec.preproc.size
+        was = self.net.training
+        self.net.eval()
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            # onnx2torch's converted ops trace with TracerWarnings about constant shapes; parity is tested instead
+            warnings.simplefilter("ignore")
+            torch.onnx.export(self.net, (torch.zeros(1, 3, size, size, device=self.device),), str(tmp),
+                              input_names=["images"], output_names=names, opset_version=17, dynamo=False,
+                              dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in names}})
+            onnx.checker.check_model(str(tmp))
+        self.net.train(was)
+        return file_sha256(path)
+
+
+def trainable_detector(spec: str, device: str = "cpu") -> AdaptedZooDetector:
+    """A trainable copy of the zoo detector `spec`; a clear error for anything else (ensembles, torchvision)."""
+    from silhouette.detectors import create_detector
+
+    base = create_detector(spec, device=device)
+    if not isinstance(base, OnnxZooDetector):
+        raise SilhouetteError(f"detector.spec {spec!r}: private mode co-trains one ONNX zoo detector "
+                              "(e.g. yolox_nano); ensembles and torchvision models are compatible mode only")
+    return AdaptedZooDetector(base)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
