@@ -194,3 +194,66 @@ def test_gt_targets_need_gt(tiny_config: Callable[..., Config], tmp_path: Path, 
     cfg = tiny_config("mode=private", "detector.spec=yolox_nano", "detector.targets=gt", f"data.root={root}")
     with pytest.raises(SilhouetteError, match="detector.targets: gt needs human person boxes"):
         train(cfg, tmp_path / "run", progress=False)
+
+
+@pytest.fixture(scope="module")
+def pair(pets_every: Callable[[int], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch private pair on sparse PETS frames: last.pt + last.detector.onnx."""
+    from silhouette.training.config import load_config
+    from silhouette.training.trainer import train
+
+    from .conftest import REPO
+
+    out = tmp_path_factory.mktemp("pair") / "run"
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [
+        f"data.root={pets_every(40)}", "detector.spec=yolox_nano", "data.crop=[96, 128]", "data.frame_stride=1",
+        "mode=private", "detector.targets=gt"])
+    train(cfg, out, progress=False)
+    return out / "last.pt"
+
+
+def _main(*argv: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from silhouette.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_evaluate_pair_scores_the_co_trained_detector(pair: Path, pets_every: Callable[[int], Path], tmp_path: Path) -> None:
+    import json
+
+    code, out, _ = _main("evaluate", "--pair", str(pair), "--data", str(pets_every(40)), "--no-progress", "--out", str(tmp_path))
+    assert code == 0, out
+    res = json.loads((tmp_path / "evaluation.json").read_text())
+    (name, row), = res["detectors"].items()
+    assert name == "yolox_nano (co-trained)" and row["clean_detector"] == "yolox_nano"
+    assert row["gt"]["clean"]["ap50"] > 0.5, "clean frames are judged with the unmodified detector"
+
+
+def test_mismatched_pair_is_refused_in_one_line(pair: Path, pets_every: Callable[[int], Path], tmp_path: Path,
+                                                shared: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "last.pt"
+    shutil.copy(pair, bad)
+    shutil.copy(shared / "weights" / "yolox_nano.onnx", tmp_path / "last.detector.onnx")  # the unmodified detector
+    for argv in (["evaluate", "--pair", str(bad), "--data", str(pets_every(40))],
+                 ["attack", "--pair", str(bad), "--data", str(pets_every(40)), "--attacks", "faces", "--out", str(tmp_path / "a")]):
+        code, _, err = _main(*argv)
+        assert code == 2 and "is not the detector this obfuscator was trained with" in err
+        assert len(err.strip().splitlines()) == 1
+    (tmp_path / "last.detector.onnx").unlink()
+    code, _, err = _main("evaluate", "--pair", str(bad), "--data", str(pets_every(40)))
+    assert code == 2 and "keep the two files of a pair together" in err
+
+
+def test_private_obfuscator_refused_as_plain_checkpoint(pair: Path, pets_every: Callable[[int], Path]) -> None:
+    code, _, err = _main("evaluate", "--checkpoint", str(pair), "--data", str(pets_every(40)))
+    assert code == 2 and "pass it as --pair" in err
+    code, _, err = _main("evaluate", "--pair", "src/silhouette/assets/obfuscator_default.pt", "--data", str(pets_every(40)))
+    assert code == 2 and "not a private-mode checkpoint" in err

@@ -73,3 +73,30 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def pair_detector(checkpoint: str | Path, **kwargs: object) -> OnnxZooDetector:
+    """The cloud half of a private pair: the detector file saved beside `checkpoint`, checked against its sha256."""
+    from silhouette.detectors import create_detector
+    from silhouette.models.checkpoint import read_checkpoint
+
+    checkpoint = Path(checkpoint)
+    pair = read_checkpoint(checkpoint).get("pair")
+    if not isinstance(pair, dict) or not {"detector", "file", "sha256"} <= pair.keys():
+        raise SilhouetteError(f"--pair {checkpoint}: not a private-mode checkpoint (it works with an unmodified "
+                              "detector); pass it as --checkpoint instead")
+    path = checkpoint.parent / str(pair["file"])
+    if not path.is_file():
+        raise SilhouetteError(f"--pair {checkpoint}: its detector {path} is missing; keep the two files of a pair together")
+    got = file_sha256(path)
+    if got != pair["sha256"]:
+        raise SilhouetteError(f"--pair {checkpoint}: {path} is not the detector this obfuscator was trained with "
+                              f"(sha256 {got[:12]}, expected {str(pair['sha256'])[:12]}); use the files saved together")
+    return create_detector(str(pair["detector"]), weights=str(path), **kwargs)
+
+
+def refuse_private(ckpt: dict, path: str | Path) -> None:
+    """A clear error when a private-mode obfuscator is about to be judged by an unmodified detector."""
+    if ckpt.get("mode") == "private":
+        raise SilhouetteError(f"--checkpoint {path}: a private-mode obfuscator, co-trained with its own detector; "
+                              "pass it as --pair so that detector is used")

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      help="evaluate a classic obfuscation instead, e.g. blur:2.0, noise:0.05, quantize:8, pixelate:4, "
                           "or fold:1 (the pointwise map 2·min(x, 1-x) the CPU recipe warm-starts on)")
     src.add_argument("--clean", action="store_true", help="evaluate the unmodified frames (sanity check: relative AP 100%%)")
+    src.add_argument("--pair", metavar="CKPT",
+                     help="a private-mode pair: the obfuscator checkpoint and the co-trained detector saved beside it "
+                          "(relative AP compares it with the unmodified detector on the clean frames)")
     p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder (from `silhouette prepare`)")
     p.add_argument("--split", default="test", help="split to evaluate on: train, val, test or 'all' (default: test)")
     p.add_argument("--cameras", metavar="A,B", help="only these cameras (comma-separated)")
@@ -102,7 +105,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise SilhouetteError(f"--data {data}: folder not found; prepare it with `silhouette prepare DATASET --out {data}`")
     trained_on = None
     what: str
-    if args.clean:
+    reference: dict[str, str] | None = None
+    if args.pair:
+        transform, what, dets, reference = _pair_source(args)
+    elif args.clean:
         transform, what = None, "clean frames"
     elif args.baseline:
         from silhouette.evaluation.baselines import get_baseline
@@ -122,12 +128,16 @@ def evaluate_command(args: argparse.Namespace) -> int:
         if not args.checkpoint and not path.is_file():
             raise SilhouetteError(f"no --checkpoint given and the default obfuscator {path} is not installed")
         ckpt = read_checkpoint(path)
+        from silhouette.detectors.adapt import refuse_private
+
+        refuse_private(ckpt, path)
         transform = build_from_entry(ckpt["obfuscator"], path).eval()
         det_cfg = (ckpt.get("config") or {}).get("detector")
         trained_on = det_cfg.get("spec") if isinstance(det_cfg, dict) else None
         what = f"checkpoint {path}"
-    dets = _csv(args.detectors)
-    if dets == ["all"]:
+    if args.pair:
+        pass  # the pair names its own detector
+    elif (dets := _csv(args.detectors)) == ["all"]:
         dets = available_detectors()[0]
     elif dets is None:
         if trained_on:
@@ -142,6 +152,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         res = evaluate_obfuscator(
             transform, data, split, dets, cameras=_csv(args.cameras), max_frames=args.max_frames, stride=args.stride,
             batch_size=args.batch_size, label_threshold=args.label_threshold, progress=not args.no_progress,
+            reference=reference,
         )
     res["obfuscation"] = what
     print(f"{what}")
@@ -151,6 +162,20 @@ def evaluate_command(args: argparse.Namespace) -> int:
         write_json(out, jsonable(res))
         print(f"wrote {out}")
     return 0
+
+
+def _pair_source(args: argparse.Namespace) -> tuple:  # type: ignore[type-arg]
+    """Obfuscator, description, detectors and clean-frame references of `--pair CKPT`."""
+    from silhouette.detectors.adapt import pair_detector
+    from silhouette.models.checkpoint import build_from_entry, read_checkpoint
+
+    if args.detectors:
+        raise SilhouetteError("--pair brings its own detector; drop --detectors")
+    ckpt = read_checkpoint(args.pair)
+    det = pair_detector(args.pair)
+    name = f"{det.name} (co-trained)"
+    transform = build_from_entry(ckpt["obfuscator"], args.pair).eval()
+    return transform, f"private pair {args.pair}", {name: det}, {name: det.name}
 
 
 def reproduce_command(args: argparse.Namespace) -> int:

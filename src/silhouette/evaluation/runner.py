@@ -190,10 +190,13 @@ def evaluate_obfuscator(
     label_threshold: float | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    reference: Mapping[str, str | Detector] | None = None,
 ) -> dict[str, Any]:
     """Per-detector relative AP (vs clean pseudo-labels), absolute AP vs GT, count errors, and similarity.
 
-    `label_threshold` None uses each detector's own operating threshold for its pseudo-labels.
+    `label_threshold` None uses each detector's own operating threshold for its pseudo-labels. `reference` maps a
+    detector name to another detector that labels (and is scored on) the clean frames: a private pair's co-trained
+    detector is judged against the unmodified detector's boxes on the originals.
     """
     from tqdm import tqdm
 
@@ -209,6 +212,7 @@ def evaluate_obfuscator(
         dets = {(d if isinstance(d, str) else getattr(d, "name", type(d).__name__)): make_detector(d) for d in detectors}
     if not dets:
         raise SilhouetteError("no detectors to evaluate with")
+    refs = {str(k): make_detector(d) for k, d in (reference or {}).items()}
     acc = {name: _Acc() for name in dets}
     gts: list[Detections | None] = []
     sims: list[dict[str, float]] = []
@@ -219,6 +223,8 @@ def evaluate_obfuscator(
     with contextlib.ExitStack() as stack:
         for name, det in dets.items():
             operating[name] = stack.enter_context(prediction_threshold(det, pred_threshold))
+        for det in refs.values():
+            stack.enter_context(prediction_threshold(det, pred_threshold))
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             images = batch["image"]
             obf = transform(images)
@@ -229,7 +235,7 @@ def evaluate_obfuscator(
                 gts.append(_gt_detections(ds.records[k], {"gt_boxes": batch["gt_boxes"][j]}))
             with torch.no_grad():
                 for name, det in dets.items():
-                    acc[name].clean.extend(det.predict(images))
+                    acc[name].clean.extend(refs.get(name, det).predict(images))
                     acc[name].obf.extend(det.predict(obf))
     annotated = [i for i, g in enumerate(gts) if g is not None]
     result: dict[str, Any] = {
@@ -254,6 +260,8 @@ def evaluate_obfuscator(
             "count": {"obf_vs_clean": count_error(a.obf, pseudo, min_score=thr)},
             "gt": None,
         }
+        if name in refs:
+            row["clean_detector"] = getattr(refs[name], "name", str(refs[name]))
         if annotated:
             g = [gts[i] for i in annotated]
             row["gt"] = {

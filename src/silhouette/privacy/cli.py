@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--data", required=True, metavar="DIR",
                    help="prepared dataset with train and test splits (pets2009 for re-ID: it has identity ids)")
     p.add_argument("--checkpoint", metavar="CKPT", help="obfuscator checkpoint for method 'ours' (default: the shipped one)")
+    p.add_argument("--pair", metavar="CKPT",
+                   help="a private-mode pair (obfuscator checkpoint, co-trained detector beside it): attacked in a row "
+                        "named private, before any --methods")
     p.add_argument("--methods", metavar="A,B", help=f"methods to attack (default: ours if available, clean, {DEFAULT_BASELINES})")
     p.add_argument("--attacks", default=",".join(ATTACKS), metavar="A,B", help=f"attacks to run (default: {','.join(ATTACKS)})")
     p.add_argument("--out", default="runs/attack", metavar="DIR", help="output folder (default: runs/attack)")

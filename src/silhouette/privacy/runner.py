@@ -68,8 +68,13 @@ class AttackConfig:
         data = Path(args.data)
         if not (data / "manifest.json").is_file():
             raise SilhouetteError(f"--data {data}: not a prepared dataset (no manifest.json); run `silhouette prepare pets2009 --out {data}`")
-        if args.methods:
-            methods = _csv(args.methods)
+        pair = getattr(args, "pair", None)
+        if pair:
+            from silhouette.detectors.adapt import pair_detector
+
+            pair_detector(pair)  # the pair must be whole before its obfuscator is attacked
+        if args.methods or pair:
+            methods = ([f"private={pair}"] if pair else []) + (_csv(args.methods) if args.methods else [])
         else:
             from silhouette.models.checkpoint import DEFAULT_CHECKPOINT
 
@@ -165,8 +170,12 @@ def parse_method(spec: str, checkpoint: str | None, check_only: bool = False,
     name = spec.strip()
     if name == "clean":
         return Method("clean", "clean", None, lambda x: x)
-    if name == "ours" or name.startswith("ours:") or name.startswith("ours="):
+    learned = name.startswith("private=") or name == "ours" or name.startswith(("ours:", "ours="))
+    if name.startswith("private="):  # the obfuscator of a private pair (`attack --pair`), in a row named private
+        mname, path, checkpoint = "private", None, name.partition("=")[2]
+    elif learned:
         mname, path = _ours_spec(name)
+    if learned:
         ckpt = path if path is not None else checkpoint
         if path is not None and not Path(path).is_file():
             raise SilhouetteError(f"--methods {spec!r}: obfuscator checkpoint {path} not found")
