@@ -102,15 +102,22 @@ def build_from_entry(entry: dict[str, Any], path: str | Path = "<checkpoint>") -
 
     from silhouette.models.autoencoder import MobileAutoencoder
 
-    spec = entry.get("spec") or {}
-    if "arch" in spec:
-        model = MobileAutoencoder(**spec["arch"])
-    else:
-        model = build_model(spec.get("name", "autoencoder"), **spec.get("kwargs", {}))
+    spec = entry.get("spec") if isinstance(entry, dict) else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("arch", {}), dict) or not isinstance(spec.get("kwargs", {}), dict):
+        raise SilhouetteError(f"checkpoint {path}: its model entry is damaged (no model spec); re-export or retrain it")
+    try:
+        if "arch" in spec:
+            model = MobileAutoencoder(**spec["arch"])
+        else:
+            model = build_model(spec.get("name", "autoencoder"), **spec.get("kwargs", {}))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # a damaged or foreign spec: an unknown argument or a value of the wrong type
+        raise SilhouetteError(f"checkpoint {path}: its model spec is damaged ({str(exc).splitlines()[0][:160]})") from None
     try:
         model.load_state_dict(entry["state_dict"])
-    except (RuntimeError, KeyError) as exc:
-        raise SilhouetteError(f"checkpoint {path}: weights do not match model {spec.get('name')!r} ({exc})") from exc
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise SilhouetteError(f"checkpoint {path}: weights do not match model {spec.get('name')!r} ({reason})") from None
     return model
 
 
@@ -122,7 +129,7 @@ def load_obfuscator(path: str | Path | None = None, device: str | torch.device =
             raise SilhouetteError(
                 f"the default obfuscator checkpoint {path} is not installed; pass --checkpoint PATH to a trained one"
             )
-    model = build_from_entry(read_checkpoint(path)["obfuscator"], path)
+    model = build_from_entry(read_checkpoint(path).get("obfuscator"), path)
     return model.to(device).eval()
 
 

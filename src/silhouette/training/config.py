@@ -295,8 +295,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise SilhouetteError(f"config {path}: file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise SilhouetteError(f"config {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
-        raise SilhouetteError(f"config {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise SilhouetteError(f"config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise SilhouetteError(f"config {path}: top level must be a mapping")
     try:
