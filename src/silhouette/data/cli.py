@@ -37,6 +37,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split-fractions", metavar="TR,VA,TE", help="train,val,test fractions of each camera's timeline (default: 0.7,0.1,0.2)")
     p.add_argument("--camera-split", action="append", metavar="CAM=SPLIT",
                    help="put camera CAM wholly in SPLIT (repeatable; '*=train' for all others); implies --split-by camera")
+    p.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="refuse images and video frames larger than N pixels, checked before decoding "
+                        "(default: 16777216 = 4096x4096)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (and write nothing) when a video ends before the frames its container promises "
+                        "(default: warn and keep the frames decoded)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_prepare)
 
@@ -56,6 +62,17 @@ def register(subparsers: Any) -> None:
     q.add_argument("--force", action="store_true", help="rebuild even if up-to-date labels exist")
     q.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     q.set_defaults(func=cmd_label)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _list_datasets() -> int:
@@ -79,16 +96,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from silhouette.data.datasets import parse_fractions, prepare_dataset
     from silhouette.data.manifest import load_manifest, summarize
     from silhouette.data.sources import parse_size
+    from silhouette.fileio import cleanup_on_sigterm
 
     size = parse_size(args.size, "--size")
     fractions = parse_fractions(args.split_fractions) if args.split_fractions else None
     split_by = args.split_by or ("camera" if args.camera_split else None)
-    out = prepare_dataset(
-        args.dataset, args.out, size=size, every=args.every, fps=args.fps, image_format=args.format,
-        jpeg_quality=args.quality, force=args.force, progress=not args.no_progress,
-        sources=args.source, camera_pattern=args.camera_pattern, split_by=split_by,
-        split_fractions=fractions, camera_splits=args.camera_split,
-    )
+    with cleanup_on_sigterm("prepare"):
+        out = prepare_dataset(
+            args.dataset, args.out, size=size, every=args.every, fps=args.fps, image_format=args.format,
+            jpeg_quality=args.quality, force=args.force, progress=not args.no_progress,
+            sources=args.source, camera_pattern=args.camera_pattern, split_by=split_by,
+            split_fractions=fractions, camera_splits=args.camera_split, max_pixels=args.max_pixels, strict=args.strict,
+        )
     manifest = load_manifest(out)
     s = summarize(manifest)
     st = manifest.get("stats", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
@@ -30,7 +30,7 @@ from silhouette.data.sources import (
 )
 
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
-OPTIONS_LOCK = ".prepare-options.json"  # options of an in-progress (or finished) prepare run
+OPTIONS_LOCK = ".prepare-options.json"  # options of the last successful prepare run (written after the manifest)
 FORMATS = {"png": "png", "jpg": "jpg", "jpeg": "jpg"}
 # dataset option -> the CLI flag users type, for error messages
 OPTION_FLAGS = {
@@ -425,50 +425,23 @@ def _options_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-def prepare_dataset(
-    name: str,
-    out: str | Path,
-    size: tuple[int, int] = DEFAULT_SIZE,
-    every: int = 1,
-    fps: float | None = None,
-    image_format: str = "png",
-    jpeg_quality: int = 95,
-    force: bool = False,
-    progress: bool = True,
-    **dataset_opts: Any,
-) -> Path:
-    """Decode a registered dataset's footage into `out/frames/<camera>/<index>.<ext>` + `out/manifest.json`.
-
-    Re-running with the same options skips frames already written; other options need `force=True`
-    (which deletes the earlier frames). Returns `out`.
-    """
-    from tqdm import tqdm
-
-    from silhouette.fileio import atomic_path, read_json, write_json
-
-    out = Path(out).expanduser()
-    W, H = int(size[0]), int(size[1])
-    if W < 8 or H < 8:
-        raise SilhouetteError(f"--size {W}x{H}: width and height must be at least 8 pixels")
+def _check_format(size: tuple[int, int], every: int, fps: float | None, image_format: str, jpeg_quality: int) -> str:
+    """Validate the common prepare options; returns the frame file extension."""
+    if int(size[0]) < 8 or int(size[1]) < 8:
+        raise SilhouetteError(f"--size {size[0]}x{size[1]}: width and height must be at least 8 pixels")
     check_sampling(every, fps)
     ext = FORMATS.get(str(image_format).lower())
     if ext is None:
         raise SilhouetteError(f"--format {image_format!r}: choose png or jpg")
     if not (1 <= int(jpeg_quality) <= 100):
         raise SilhouetteError(f"--quality {jpeg_quality}: must be between 1 and 100")
-    ds = create_dataset(name, **dataset_opts)
-    created_with = {
-        "dataset": name,
-        "size": [W, H],
-        "every": every,
-        "fps": fps,
-        "image_format": ext,
-        "jpeg_quality": int(jpeg_quality) if ext == "jpg" else None,
-        "resize": "cv2.INTER_AREA",
-        **ds.options(),
-    }
+    return ext
 
-    # refuse to mix frames made with other options unless forced
+
+def _claim_output(out: Path, created_with: dict[str, Any], force: bool) -> bool:
+    """Refuse an --out made with other options (unless forced, which clears it); True if its frames can be reused."""
+    from silhouette.fileio import read_json
+
     if out.exists() and not out.is_dir():
         raise SilhouetteError(f"--out {out}: exists and is not a folder")
     previous: dict[str, Any] | None = None
@@ -493,71 +466,170 @@ def prepare_dataset(
         for stale in (out / MANIFEST_JSON, out / MANIFEST_CSV, out / OPTIONS_LOCK):
             stale.unlink(missing_ok=True)
         shutil.rmtree(out / "frames", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / OPTIONS_LOCK, created_with)
+    # frames only count as done when a successful run recorded these very options; unrecorded ones (left by a
+    # killed run, options unknown) are overwritten, never mixed in
+    return previous is not None and not force
 
-    import cv2
 
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext == "jpg" else []
-    clips = ds.clips()
-    sources = [open_source(c.source) for c in clips]
+@dataclass
+class _FrameWriter:
+    """Writes the resized frames of one prepare run and remembers them, so a failed run can take them back."""
+
+    out: Path
+    size: tuple[int, int]
+    ext: str
+    params: list[int]
+    resume: bool
+    written: list[Path] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=lambda: {"written": 0, "skipped": 0})
+    seen: set[str] = field(default_factory=set)
+
+    def save(self, frame: Frame, rel: str, spec: str) -> None:
+        """Write `frame` resized to `out/rel`, or skip it when a recorded earlier run already wrote it."""
+        import cv2
+
+        from silhouette.fileio import atomic_path
+
+        if rel in self.seen:
+            raise SilhouetteError(f"{spec}: frame {rel} produced twice; give distinct camera ids")
+        self.seen.add(rel)
+        dest = self.out / rel
+        if self.resume and dest.is_file():
+            self.stats["skipped"] += 1
+            return
+        small = resize_frame(frame.image, self.size)
+        with atomic_path(dest) as tmp:
+            if not cv2.imwrite(str(tmp), small, self.params):
+                raise SilhouetteError(f"{dest}: could not write frame")
+        self.written.append(dest)
+        self.stats["written"] += 1
+
+    def discard(self, created_out: bool) -> None:
+        """Take back what this run wrote: the whole --out if the run created it, else the frames it wrote."""
+        if created_out:
+            shutil.rmtree(self.out, ignore_errors=True)
+            return
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        for folder in sorted({p.parent for p in self.written} | {self.out / "frames"}, key=lambda d: -len(d.parts)):
+            try:
+                folder.rmdir()  # only when empty: frames of earlier runs stay
+            except OSError:
+                pass
+
+
+def _ground_truth(clip: Clip, frame: Frame, size: tuple[int, int], spec: str) -> tuple[Any, Any]:
+    """The clip's person boxes and ids of `frame`, scaled to the prepared frame size (None, None without GT)."""
+    if clip.annotations is None:
+        return None, None
+    boxes, ids = clip.annotations.get(frame.index, ([], []))
+    own = (frame.image.shape[1], frame.image.shape[0])
+    if clip.annotation_size and clip.annotation_size != own:
+        raise SilhouetteError(
+            f"{spec}: frames are {own[0]}x{own[1]} but the ground truth is for "
+            f"{clip.annotation_size[0]}x{clip.annotation_size[1]}"
+        )
+    return scale_boxes(boxes, ids, clip.annotation_size or own, size)
+
+
+def _clip_records(
+    writer: _FrameWriter, clip: Clip, src: Any, offset: tuple[int, float], every: int, fps: float | None, bar: Any,
+) -> tuple[list[dict[str, Any]], tuple[int, float]]:
+    """Decode, sample and write one clip; its manifest records and where the camera's next file continues."""
+    idx_off, ts_off = offset
+    last: dict[str, float] = {"index": -1, "ts": 0.0, "dt": 0.0}
+
+    def tick(fr: Frame) -> None:
+        last["dt"] = fr.timestamp - last["ts"] if last["index"] >= 0 else 0.0
+        last["index"], last["ts"] = fr.index, fr.timestamp
+        bar.update(1)
+
+    records: list[dict[str, Any]] = []
+    for frame in sample_frames(_sampled_with_progress(iter(src), tick), every=every, fps=fps):
+        fi = frame.index + idx_off
+        rel = f"frames/{clip.camera}/{fi:06d}.{writer.ext}"
+        writer.save(frame, rel, src.spec)
+        gt_boxes, gt_ids = _ground_truth(clip, frame, writer.size, src.spec)
+        origin = str(src.files[frame.index]) if isinstance(src, ImageListSource) else str(src.spec)
+        records.append({
+            "file": rel, "source": origin, "camera": clip.camera, "frame_index": fi,
+            "timestamp": round(frame.timestamp + ts_off, 6), "split": None,
+            "gt_boxes": gt_boxes, "gt_ids": gt_ids,
+        })
+        bar.set_postfix(written=writer.stats["written"], skipped=writer.stats["skipped"], refresh=False)
+    if last["index"] < 0:
+        raise SilhouetteError(f"{src.spec}: no frames could be decoded")
+    # a camera's next file continues its clock one frame period after this one ends
+    return records, (idx_off + int(last["index"]) + 1, ts_off + last["ts"] + (last["dt"] or 0.0))
+
+
+def _decode_all(
+    writer: _FrameWriter, name: str, clips: list[Clip], sources: list[Any], every: int, fps: float | None, progress: bool,
+) -> list[dict[str, Any]]:
+    """Every clip's frames written and described, cameras' files played back to back."""
+    from tqdm import tqdm
+
     counts = [s.count() for s in sources]
     total = sum(counts) if all(c is not None for c in counts) else None  # type: ignore[misc]
     records: list[dict[str, Any]] = []
-    stats = {"written": 0, "skipped": 0}
     offsets: dict[str, tuple[int, float]] = {}  # camera -> (frame index, time) where its next file starts
-    seen_files: set[str] = set()
     with tqdm(total=total, desc=f"prepare {name}", unit="frame", disable=not progress) as bar:
         for clip, src in zip(clips, sources):
-            idx_off, ts_off = offsets.get(clip.camera, (0, 0.0))
-            last: dict[str, float] = {"index": -1, "ts": 0.0, "dt": 0.0}
-
-            def tick(fr: Frame, last: dict[str, float] = last) -> None:
-                last["dt"] = fr.timestamp - last["ts"] if last["index"] >= 0 else 0.0
-                last["index"], last["ts"] = fr.index, fr.timestamp
-                bar.update(1)
-
-            for frame in sample_frames(_sampled_with_progress(iter(src), tick), every=every, fps=fps):
-                fi = frame.index + idx_off
-                rel = f"frames/{clip.camera}/{fi:06d}.{ext}"
-                if rel in seen_files:
-                    raise SilhouetteError(f"{src.spec}: frame {rel} produced twice; give distinct camera ids")
-                seen_files.add(rel)
-                dest = out / rel
-                if dest.is_file() and not force:
-                    stats["skipped"] += 1
-                else:
-                    small = resize_frame(frame.image, (W, H))
-                    with atomic_path(dest) as tmp:
-                        if not cv2.imwrite(str(tmp), small, params):
-                            raise SilhouetteError(f"{dest}: could not write frame")
-                    stats["written"] += 1
-                gt_boxes: list[list[float]] | None = None
-                gt_ids: list[int] | None = None
-                if clip.annotations is not None:
-                    boxes, ids = clip.annotations.get(frame.index, ([], []))
-                    src_size = clip.annotation_size or (frame.image.shape[1], frame.image.shape[0])
-                    if clip.annotation_size and clip.annotation_size != (frame.image.shape[1], frame.image.shape[0]):
-                        raise SilhouetteError(
-                            f"{src.spec}: frames are {frame.image.shape[1]}x{frame.image.shape[0]} but the ground truth "
-                            f"is for {src_size[0]}x{src_size[1]}"
-                        )
-                    gt_boxes, gt_ids = scale_boxes(boxes, ids, src_size, (W, H))
-                origin = str(src.files[frame.index]) if isinstance(src, ImageListSource) else str(src.spec)
-                records.append({
-                    "file": rel, "source": origin, "camera": clip.camera, "frame_index": fi,
-                    "timestamp": round(frame.timestamp + ts_off, 6), "split": None,
-                    "gt_boxes": gt_boxes, "gt_ids": gt_ids,
-                })
-                bar.set_postfix(written=stats["written"], skipped=stats["skipped"], refresh=False)
-            if last["index"] < 0:
-                raise SilhouetteError(f"{src.spec}: no frames could be decoded")
-            # a camera's next file continues its clock one frame period after this one ends
-            offsets[clip.camera] = (idx_off + int(last["index"]) + 1, ts_off + last["ts"] + (last["dt"] or 0.0))
+            recs, offsets[clip.camera] = _clip_records(writer, clip, src, offsets.get(clip.camera, (0, 0.0)), every, fps, bar)
+            records.extend(recs)
     if not records:
         raise SilhouetteError(f"dataset {name!r}: no frames were kept (check --every / --fps)")
-    ds.assign_splits(records)
+    return records
+
+
+def prepare_dataset(
+    name: str,
+    out: str | Path,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    every: int = 1,
+    fps: float | None = None,
+    image_format: str = "png",
+    jpeg_quality: int = 95,
+    force: bool = False,
+    progress: bool = True,
+    max_pixels: int | None = None,
+    strict: bool = False,
+    **dataset_opts: Any,
+) -> Path:
+    """Decode a registered dataset's footage into `out/frames/<camera>/<index>.<ext>` + `out/manifest.json`.
+
+    Re-running with the same options skips frames already written; other options need `force=True` (which deletes
+    the earlier frames). A run that fails writes nothing: its frames are removed and its options are not recorded.
+    `max_pixels` refuses larger footage before decoding it; `strict` refuses truncated videos. Returns `out`.
+    """
+    import cv2
+
+    from silhouette.fileio import write_json
+
+    out = Path(out).expanduser()
+    W, H = int(size[0]), int(size[1])
+    ext = _check_format((W, H), every, fps, image_format, jpeg_quality)
+    ds = create_dataset(name, **dataset_opts)
+    created_with = {
+        "dataset": name, "size": [W, H], "every": every, "fps": fps, "image_format": ext,
+        "jpeg_quality": int(jpeg_quality) if ext == "jpg" else None, "resize": "cv2.INTER_AREA", **ds.options(),
+    }
+    resume = _claim_output(out, created_with, force)
+    clips = ds.clips()
+    sources = [open_source(c.source, max_pixels=max_pixels, strict=strict) for c in clips]  # bad input: nothing written
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext == "jpg" else []
+    writer = _FrameWriter(out, (W, H), ext, params, resume)
+    created_out = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        records = _decode_all(writer, name, clips, sources, every, fps, progress)
+        ds.assign_splits(records)
+    except BaseException:  # SilhouetteError, Ctrl+C, SIGTERM (fileio.Terminated): no half dataset stays behind
+        writer.discard(created_out)
+        raise
     manifest = {"dataset": name, "size": [W, H], "created_with": created_with, "frames": records,
-                "stats": {**stats, "frames": len(records)}}
+                "stats": {**writer.stats, "frames": len(records)}}
     write_manifest(out, manifest)
+    # recorded only now: a failed run must not make its corrected retry look like "other options" (--force)
+    write_json(out / OPTIONS_LOCK, created_with)
     return out

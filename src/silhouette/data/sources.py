@@ -6,6 +6,8 @@ Every source is decoded with OpenCV so that frame k is exactly the k-th `cv2.Vid
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,11 @@ URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
 # Image folders have no clock; their frames are spaced by this nominal rate unless told otherwise.
 DEFAULT_FOLDER_FPS = 1.0
 DEFAULT_SIZE = (320, 200)  # (W, H): the paper's frame size
+# FFmpeg (inside OpenCV) prints a line per damaged packet; a truncated file would bury the one-line summary this
+# module reports (see CaptureSource.check_complete). Set OPENCV_FFMPEG_LOGLEVEL=24 to see FFmpeg's warnings again.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+log = logging.getLogger("silhouette.data")
 
 
 @dataclass
@@ -53,14 +60,47 @@ def safe_name(text: str) -> str:
     return cleaned or "camera"
 
 
+@dataclass(frozen=True)
+class VideoHeader:
+    """What a video file's container says before any frame is decoded."""
+
+    width: int
+    height: int
+    frames: int | None  # frames promised: the stream's frame count, else duration x frame rate, else None
+    exact: bool  # True when `frames` is the stream's own count, not an estimate from the duration
+
+
+def video_header(path: str) -> VideoHeader | None:
+    """Frame size and promised frame count of a video file's first video stream (PyAV); None if it cannot tell."""
+    try:
+        import av
+
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+            if stream.frames and stream.frames > 0:
+                return VideoHeader(width, height, int(stream.frames), True)
+            rate, duration = stream.average_rate, container.duration  # duration in microseconds
+            frames = int(round(duration / 1e6 * float(rate))) if rate and duration and duration > 0 else None
+            return VideoHeader(width, height, frames or None, False)
+    except Exception:  # noqa: BLE001 - not a container PyAV reads: OpenCV's own probe reports the problem
+        return None
+
+
 class Source:
-    """An opened frame source; iterate it for `Frame`s (each iteration re-opens it)."""
+    """An opened frame source; iterate it for `Frame`s (each iteration re-opens it).
+
+    `max_pixels` (None: silhouette.imaging.MAX_PIXELS) refuses larger images and video frames before decoding them;
+    `strict` turns a video file that ends before the frames its container promises from a warning into an error.
+    """
 
     kind: str = "source"
 
-    def __init__(self, spec: str, name: str) -> None:
+    def __init__(self, spec: str, name: str, max_pixels: int | None = None, strict: bool = False) -> None:
         self.spec = spec
         self.name = name  # default camera id
+        self.max_pixels = max_pixels
+        self.strict = strict
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -69,6 +109,13 @@ class Source:
         """Number of frames when it is cheap to know, else None."""
         return None
 
+    def _checked(self, image: np.ndarray, spec: str) -> np.ndarray:
+        """A decoded frame as HxWx3 uint8 BGR, refused if over the pixel limit (live sources have no header)."""
+        from silhouette.imaging import check_pixels
+
+        check_pixels(spec, image.shape[1], image.shape[0], self.max_pixels, kind="video frame")
+        return _as_bgr(image, spec)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
 
@@ -76,10 +123,27 @@ class Source:
 class CaptureSource(Source):
     """Anything `cv2.VideoCapture` decodes: video files, GIFs, webcams, RTSP/HTTP streams."""
 
-    def __init__(self, spec: str | int, name: str, kind: str) -> None:
-        super().__init__(str(spec), name)
+    def __init__(self, spec: str | int, name: str, kind: str, max_pixels: int | None = None, strict: bool = False) -> None:
+        super().__init__(str(spec), name, max_pixels, strict)
         self.target = spec
         self.kind = kind
+        self._header: VideoHeader | None = None
+        self._header_read = False
+
+    def header(self) -> VideoHeader | None:
+        """The container header of a video file (read once); None for live sources or when it cannot be read."""
+        if self.kind == "video" and not self._header_read:
+            self._header = video_header(str(self.target))
+            self._header_read = True
+        return self._header
+
+    def check_size(self) -> None:
+        """Refuse a video file whose frames are over the pixel limit, from its header, before decoding any."""
+        from silhouette.imaging import check_pixels
+
+        header = self.header()
+        if header is not None and header.width > 0 and header.height > 0:
+            check_pixels(self.spec, header.width, header.height, self.max_pixels, kind="video frame")
 
     def _open(self):  # noqa: ANN202 - cv2.VideoCapture
         import cv2
@@ -92,7 +156,8 @@ class CaptureSource(Source):
         return cap
 
     def probe(self) -> None:
-        """Fail now with a clear error if the first frame cannot be decoded."""
+        """Fail now with a clear error if the frames are too large or the first one cannot be decoded."""
+        self.check_size()
         cap = self._open()
         try:
             ok, frame = cap.read()
@@ -127,10 +192,11 @@ class CaptureSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         import cv2
 
+        self.check_size()
         cap = self._open()
         fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
+        index = 0
         try:
-            index = 0
             last_ts = -1.0
             while True:
                 ok, image = cap.read()
@@ -141,10 +207,24 @@ class CaptureSource(Source):
                 if not np.isfinite(ts) or (ts <= last_ts and index > 0):
                     ts = index / fps if fps > 0 else float(index)
                 last_ts = ts
-                yield Frame(index, ts, _as_bgr(image, self.spec))
+                yield Frame(index, ts, self._checked(image, self.spec))
                 index += 1
         finally:
             cap.release()
+        self.check_complete(index)  # only reached when decoding ran to the end, not when the consumer stopped early
+
+    def check_complete(self, decoded: int) -> None:
+        """Warn (strict: fail) when a video file ended before the frames its container promises (truncated file)."""
+        header = self.header()
+        if header is None or header.frames is None:
+            return
+        slack = 0 if header.exact else max(1, round(0.02 * header.frames))  # duration x rate is only an estimate
+        if decoded >= header.frames - slack:
+            return
+        what = f"{self.spec}: decoded {decoded} of the {header.frames} frames the container promises (truncated or damaged file?)"
+        if self.strict:
+            raise SilhouetteError(f"{what}; refused (--strict): repair or re-encode the file")
+        log.warning("%s; the output is incomplete (--strict makes this an error)", what)
 
 
 class ImageListSource(Source):
@@ -152,8 +232,9 @@ class ImageListSource(Source):
 
     kind = "images"
 
-    def __init__(self, spec: str, name: str, files: Sequence[Path], fps: float = DEFAULT_FOLDER_FPS) -> None:
-        super().__init__(spec, name)
+    def __init__(self, spec: str, name: str, files: Sequence[Path], fps: float = DEFAULT_FOLDER_FPS,
+                 max_pixels: int | None = None) -> None:
+        super().__init__(spec, name, max_pixels)
         self.files = list(files)
         self.nominal_fps = fps
 
@@ -161,13 +242,11 @@ class ImageListSource(Source):
         return len(self.files)
 
     def __iter__(self) -> Iterator[Frame]:
-        import cv2
+        from silhouette.imaging import decode_image_file
 
         for index, path in enumerate(self.files):
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise SilhouetteError(f"{path}: cannot read as an image (corrupt or unsupported format)")
-            yield Frame(index, index / self.nominal_fps, _as_bgr(image, str(path)))
+            # the header is checked against the pixel limit first; the pixels are decoded exactly once, here
+            yield Frame(index, index / self.nominal_fps, _as_bgr(decode_image_file(path, self.max_pixels), str(path)))
 
 
 def _as_bgr(image: np.ndarray, spec: str) -> np.ndarray:
@@ -183,19 +262,30 @@ def _as_bgr(image: np.ndarray, spec: str) -> np.ndarray:
     return image
 
 
-def open_source(spec: str | int | Path | Source, folder_fps: float = DEFAULT_FOLDER_FPS) -> Source:
-    """Open a video/GIF/image/folder path, webcam index or stream URL; clear error if unusable."""
+def open_source(
+    spec: str | int | Path | Source, folder_fps: float = DEFAULT_FOLDER_FPS, max_pixels: int | None = None,
+    strict: bool = False,
+) -> Source:
+    """Open a video/GIF/image/folder path, webcam index or stream URL; clear error if unusable.
+
+    `max_pixels` and `strict` are set on the source (also on an already opened one, when given).
+    """
+    from silhouette.imaging import image_size, pixel_limit
+
+    pixel_limit(max_pixels)  # validate before touching the input
     if isinstance(spec, Source):
+        spec.max_pixels = spec.max_pixels if max_pixels is None else max_pixels
+        spec.strict = spec.strict or strict
         return spec
     if isinstance(spec, bool):
         raise SilhouetteError(f"source {spec!r}: expected a path, webcam index or URL")
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
         index = int(spec)
-        return CaptureSource(index, f"webcam{index}", "webcam")
+        return CaptureSource(index, f"webcam{index}", "webcam", max_pixels, strict)
     text = str(spec)
     if URL_RE.match(text):
         name = safe_name(re.sub(URL_RE, "", text).split("?")[0])
-        return CaptureSource(text, name, "stream")
+        return CaptureSource(text, name, "stream", max_pixels, strict)
     path = Path(text).expanduser()
     if not path.exists():
         raise SilhouetteError(f"{path}: source not found (expected a video, GIF, image, image folder, webcam index or URL)")
@@ -203,14 +293,11 @@ def open_source(spec: str | int | Path | Source, folder_fps: float = DEFAULT_FOL
         files = list_images(path)
         if not files:
             raise SilhouetteError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
-        return ImageListSource(str(path), safe_name(path.resolve().name), files, folder_fps)
+        return ImageListSource(str(path), safe_name(path.resolve().name), files, folder_fps, max_pixels)
     if path.suffix.lower() in IMAGE_EXTS:
-        import cv2
-
-        if cv2.imread(str(path), cv2.IMREAD_COLOR) is None:
-            raise SilhouetteError(f"{path}: cannot read as an image (corrupt or unsupported format)")
-        return ImageListSource(str(path), safe_name(path.stem), [path], folder_fps)
-    src = CaptureSource(str(path), safe_name(path.stem), "video")
+        image_size(path, max_pixels)  # header only: the image is decoded once, when the source is iterated
+        return ImageListSource(str(path), safe_name(path.stem), [path], folder_fps, max_pixels)
+    src = CaptureSource(str(path), safe_name(path.stem), "video", max_pixels, strict)
     src.probe()
     return src
 

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from silhouette.errors import SilhouetteError
+from silhouette.fileio import Terminated
 from silhouette.paths import DEFAULT_CHECKPOINT
 
 DEFAULT_SIZE = (320, 200)  # (W, H): the paper's frame size
@@ -237,6 +238,7 @@ class ImageSink:
         self.quality = quality
         self.single = single  # one output file instead of a folder
         self.written: list[Path] = []
+        self.created = single is None and not folder.exists()  # a folder made by this run goes with its failure
 
     def write(self, image: np.ndarray, name: str) -> None:
         from silhouette.fileio import atomic_path
@@ -249,7 +251,16 @@ class ImageSink:
         self.written.append(path)
 
     def close(self, ok: bool) -> None:
-        """Nothing to finalise: each image is already complete."""
+        """Keep the images (ok), or delete those this run wrote: a failed run leaves no half output."""
+        if ok:
+            return
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        if self.created:
+            try:
+                self.folder.rmdir()  # only if empty
+            except OSError:
+                pass
 
 
 class VideoSink:
@@ -269,12 +280,10 @@ class VideoSink:
         import cv2
 
         if self.writer is None:
-            import tempfile
+            from silhouette.fileio import new_temp
 
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
-            os.close(fd)
-            self.tmp = Path(tmp)
+            # same naming, permissions (0666 & ~umask) and SIGTERM/stale-file cleanup as every other output
+            self.tmp = new_temp(self.path)
             h, w = image.shape[:2]
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), float(self.fps), (w, h))
             if not self.writer.isOpened():
@@ -288,11 +297,11 @@ class VideoSink:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-        if self.tmp is not None and self.tmp.exists():
-            if ok and self.count:
+        if self.tmp is not None:
+            if ok and self.count and self.tmp.exists():
                 os.replace(self.tmp, self.path)
             else:
-                self.tmp.unlink()
+                self.tmp.unlink(missing_ok=True)
         self.tmp = None
 
 
@@ -403,6 +412,135 @@ def _get(q: queue.Queue, cancel: threading.Event) -> object:
     return _DONE
 
 
+class _Pipeline:
+    """The three overlapping stages of `obfuscate_source`: reader thread, runner (calling thread), writer thread."""
+
+    def __init__(self, src, sink: ImageSink | VideoSink, edge: EdgeObfuscator, report: ObfuscateReport,  # noqa: ANN001
+                 every: int, max_frames: int | None, batch: int, on_frame: Callable[[int, np.ndarray], None] | None,
+                 bar) -> None:  # noqa: ANN001 - tqdm
+        self.src, self.sink, self.edge, self.report, self.bar = src, sink, edge, report, bar
+        self.every, self.max_frames, self.batch, self.on_frame = every, max_frames, batch, on_frame
+        # bounded queues: a few batches of look-ahead, so memory stays flat on endless live streams
+        self.frames_q: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
+        self.out_q: queue.Queue = queue.Queue(maxsize=2)
+        self.stop_reading = threading.Event()  # set when the main thread wants no more frames
+        self.abort = threading.Event()  # set on any failure: every stage gives up, nothing more is written
+        self.writer_error: list[BaseException] = []
+        self.t0 = time.perf_counter()
+
+    def read(self) -> None:
+        """Reader thread: decode, sample, resize and convert frames into `frames_q`; failures travel in order."""
+        from silhouette.data.sources import sample_frames
+
+        decoded = iter(self.src)
+        frames = sample_frames(decoded, every=self.every)
+        try:
+            n = 0
+            for frame in frames:
+                if self.stop_reading.is_set() or (self.max_frames is not None and n >= self.max_frames):
+                    break
+                # resize and float conversion here, off the runner's thread (both release the GIL for most of their work)
+                if not _put(self.frames_q, (frame.index, bgr_to_chw(self.edge.prepare(frame.image))), self.stop_reading):
+                    return
+                n += 1
+            _put(self.frames_q, _DONE, self.stop_reading)
+        except BaseException as exc:  # noqa: BLE001 - carried to the main thread and re-raised there
+            _put(self.frames_q, _Failure(exc), self.stop_reading)
+        finally:
+            frames.close()  # release the capture now, not whenever the generators are collected
+            if hasattr(decoded, "close"):
+                decoded.close()
+
+    def write(self) -> None:
+        """Writer thread: encode and write obfuscated frames in order (and call `on_frame`) until _DONE or abort."""
+        try:
+            while True:
+                item = _get(self.out_q, self.abort)
+                if item is _DONE:
+                    return
+                indices, out_batch = item
+                for index, image in zip(indices, batch_to_bgr(out_batch)):
+                    if self.abort.is_set():
+                        return
+                    self._write_one(index, image)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            self.writer_error.append(exc)
+            self.abort.set()
+
+    def _write_one(self, index: int, image: np.ndarray) -> None:
+        try:
+            self.sink.write(image, frame_name(self.src, index))
+        except SilhouetteError:
+            raise
+        except Exception as exc:  # OSError, cv2.error: name the output, on one line
+            raise SilhouetteError(f"{self.report.out}: cannot write the output ({_one_line(exc)})") from exc
+        if self.on_frame is not None:
+            self.on_frame(index, image)
+        self.report.frames += 1
+        self.bar.update(1)
+        if self.report.frames % 10 == 0:
+            self.bar.set_postfix(fps=f"{self.report.frames / (time.perf_counter() - self.t0):.1f}")
+
+    def run(self) -> None:
+        """Main thread: obfuscate batches of up to `batch` frames until the reader is done or a stage failed."""
+        done = False
+        while not done and not self.abort.is_set():
+            chunk: list[tuple[int, np.ndarray]] = []
+            while len(chunk) < self.batch:
+                item = _get(self.frames_q, self.abort)
+                if item is _DONE:
+                    done = True
+                    break
+                if isinstance(item, _Failure):
+                    if isinstance(item.exc, SilhouetteError):
+                        raise item.exc
+                    raise SilhouetteError(f"{self.src.spec}: cannot read frames ({_one_line(item.exc)})") from item.exc
+                chunk.append(item)
+            if chunk:
+                out_batch = self.edge.run(np.stack([x for _, x in chunk]))
+                _put(self.out_q, ([i for i, _ in chunk], out_batch), self.abort)
+
+    def finish(self, writer: threading.Thread) -> None:
+        """Stop reading, let the writer drain what is queued, and surface its error."""
+        self.stop_reading.set()
+        _put(self.out_q, _DONE, self.abort)
+        writer.join()
+        if self.writer_error:
+            raise self.writer_error[0]
+
+    def execute(self, live: bool) -> Terminated | None:
+        """Run all three stages; keep the output only if every stage succeeded. Returns a SIGTERM that ended a live run."""
+        reader = threading.Thread(target=self.read, name="silhouette-obfuscate-reader", daemon=True)
+        writer = threading.Thread(target=self.write, name="silhouette-obfuscate-writer", daemon=True)
+        ok = False
+        terminated: Terminated | None = None
+        try:
+            reader.start()
+            writer.start()
+            try:
+                self.run()
+            except (KeyboardInterrupt, Terminated) as exc:
+                if not live:
+                    raise
+                # a live stream only ends when the user (Ctrl+C) or a service manager (SIGTERM) stops it: keep what
+                # was written (and what is queued to be); SIGTERM still ends the process with 143 afterwards
+                terminated = exc if isinstance(exc, Terminated) else None
+            self.finish(writer)
+            ok = self.report.frames > 0
+            if not ok:
+                raise SilhouetteError(f"{self.src.spec}: no frames decoded")
+        finally:
+            self.stop_reading.set()
+            if not ok:
+                self.abort.set()
+            # a live capture may sit in a blocking read for up to a frame interval; never wait forever on it
+            reader.join(timeout=5.0)
+            writer.join(timeout=5.0)
+            self.bar.close()
+            self.sink.close(ok)
+        return terminated
+
+
 def obfuscate_source(
     source: str | int | os.PathLike[str],
     runner: Runner,
@@ -416,8 +554,13 @@ def obfuscate_source(
     progress: bool = True,
     on_frame: Callable[[int, np.ndarray], None] | None = None,
     batch: int | None = None,
+    max_pixels: int | None = None,
+    strict: bool = False,
 ) -> ObfuscateReport:
     """Obfuscate every (every-th) frame of `source` and write images or a video to `out`.
+
+    `max_pixels` (default silhouette.imaging.MAX_PIXELS) refuses larger inputs before decoding; `strict` refuses a
+    video file that ends before the frames its container promises (else a warning). A failed run writes nothing.
 
     Three stages overlap so the runtime never waits on I/O: a reader thread decodes and resizes frames into a
     bounded queue, this thread runs the obfuscator on batches of `batch` frames, and a writer thread encodes and
@@ -425,12 +568,12 @@ def obfuscate_source(
     """
     from tqdm import tqdm
 
-    from silhouette.data.sources import open_source, sample_frames
+    from silhouette.data.sources import open_source
 
     if fmt not in IMAGE_FORMATS:
         raise SilhouetteError(f"--format {fmt!r}: choose png or jpg")
     check_quality(quality)
-    src = open_source(source)
+    src = open_source(source, max_pixels=max_pixels, strict=strict)
     live = src.kind in LIVE_SOURCES
     batch = check_batch(batch, live)
     out = Path(out) if out is not None else default_output(src, fmt)
@@ -441,109 +584,12 @@ def obfuscate_source(
         total = max_frames if total is None else min(total, max_frames)
     edge = EdgeObfuscator(runner, size)
     report = ObfuscateReport(out=out, backend=runner.backend)
-
-    # bounded queues: a few batches of look-ahead, so memory stays flat on endless live streams
-    frames_q: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
-    out_q: queue.Queue = queue.Queue(maxsize=2)
-    stop_reading = threading.Event()  # set when the main thread wants no more frames
-    abort = threading.Event()  # set on any failure: every stage gives up, nothing more is written
-    writer_error: list[BaseException] = []
-
-    def read() -> None:
-        decoded = iter(src)
-        frames = sample_frames(decoded, every=every)
-        try:
-            n = 0
-            for frame in frames:
-                if stop_reading.is_set() or (max_frames is not None and n >= max_frames):
-                    break
-                # resize and float conversion here, off the runner's thread (both release the GIL for most of their work)
-                if not _put(frames_q, (frame.index, bgr_to_chw(edge.prepare(frame.image))), stop_reading):
-                    return
-                n += 1
-            _put(frames_q, _DONE, stop_reading)
-        except BaseException as exc:  # noqa: BLE001 - carried to the main thread and re-raised there
-            _put(frames_q, _Failure(exc), stop_reading)
-        finally:
-            frames.close()  # release the capture now, not whenever the generators are collected
-            if hasattr(decoded, "close"):
-                decoded.close()
-
     bar = tqdm(total=total, unit="frame", desc="obfuscate", disable=not progress, leave=False)
-    t0 = time.perf_counter()
-
-    def write() -> None:
-        try:
-            while True:
-                item = _get(out_q, abort)
-                if item is _DONE:
-                    return
-                indices, out_batch = item
-                for index, image in zip(indices, batch_to_bgr(out_batch)):
-                    if abort.is_set():
-                        return
-                    try:
-                        sink.write(image, frame_name(src, index))
-                    except SilhouetteError:
-                        raise
-                    except Exception as exc:  # OSError, cv2.error: name the output, on one line
-                        raise SilhouetteError(f"{out}: cannot write the output ({_one_line(exc)})") from exc
-                    if on_frame is not None:
-                        on_frame(index, image)
-                    report.frames += 1
-                    bar.update(1)
-                    if report.frames % 10 == 0:
-                        bar.set_postfix(fps=f"{report.frames / (time.perf_counter() - t0):.1f}")
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            writer_error.append(exc)
-            abort.set()
-
-    reader = threading.Thread(target=read, name="silhouette-obfuscate-reader", daemon=True)
-    writer = threading.Thread(target=write, name="silhouette-obfuscate-writer", daemon=True)
-    ok = False
-    try:
-        reader.start()
-        writer.start()
-        try:
-            done = False
-            while not done and not abort.is_set():
-                chunk: list[tuple[int, np.ndarray]] = []
-                while len(chunk) < batch:
-                    item = _get(frames_q, abort)
-                    if item is _DONE:
-                        done = True
-                        break
-                    if isinstance(item, _Failure):
-                        exc = item.exc
-                        if isinstance(exc, SilhouetteError):
-                            raise exc
-                        raise SilhouetteError(f"{src.spec}: cannot read frames ({_one_line(exc)})") from exc
-                    chunk.append(item)
-                if chunk:
-                    out_batch = edge.run(np.stack([x for _, x in chunk]))
-                    _put(out_q, ([i for i, _ in chunk], out_batch), abort)
-        except KeyboardInterrupt:
-            if not live:
-                raise
-            # a live stream only ends when the user stops it: keep what was written (and what is queued to be)
-        stop_reading.set()
-        _put(out_q, _DONE, abort)
-        writer.join()
-        if writer_error:
-            raise writer_error[0]
-        ok = report.frames > 0
-        if not ok:
-            raise SilhouetteError(f"{src.spec}: no frames decoded")
-    finally:
-        stop_reading.set()
-        if not ok:
-            abort.set()
-        # a live capture may sit in a blocking read for up to a frame interval; never wait forever on it
-        reader.join(timeout=5.0)
-        writer.join(timeout=5.0)
-        bar.close()
-        sink.close(ok)
-    report.seconds = time.perf_counter() - t0
+    pipe = _Pipeline(src, sink, edge, report, every, max_frames, batch, on_frame, bar)
+    terminated = pipe.execute(live)
+    if terminated is not None:
+        raise terminated
+    report.seconds = time.perf_counter() - pipe.t0
     report.model_seconds = edge.model_seconds
     report.outputs = list(sink.written) if isinstance(sink, ImageSink) else [out]
     return report
