@@ -181,3 +181,165 @@ def test_backoff_is_bounded() -> None:
         assert [c.delay(i) for i in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     finally:
         c.close()
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on: connections are refused at once, no packet leaves the machine."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VirtualTime:
+    """Clock and sleep of the retry loop on a virtual timeline, so a 30-s budget is checked in milliseconds."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
+def test_default_retry_budget_rides_out_a_30s_restart() -> None:
+    from silhouette.deploy.edge import DEFAULT_RETRY_FOR, EdgeClient
+
+    vt = VirtualTime()
+    c = EdgeClient(f"http://127.0.0.1:{_closed_port()}", API_KEY, "cam-budget", sleep=vt.sleep, clock=vt.clock)
+    try:
+        result, retries = c.detect(b"not sent anywhere useful", "image/png", "cam-budget:run:0")
+    finally:
+        c.close()
+    assert result is None and retries == len(vt.sleeps)
+    assert DEFAULT_RETRY_FOR >= 30
+    # capped exponential backoff, and the last try lands exactly on the deadline: a 30-s outage is covered
+    assert vt.sleeps[:5] == [0.25, 0.5, 1.0, 2.0, 4.0] and max(vt.sleeps) <= 4.0
+    assert sum(vt.sleeps) == pytest.approx(DEFAULT_RETRY_FOR)
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        ({"max_retries": 4}, [0.25, 0.5, 1.0, 2.0]),  # --retries alone keeps its old meaning: no time limit
+        ({"max_retries": 0}, []),
+        ({"retry_for": 2.0}, [0.25, 0.5, 1.0, 0.25]),  # clipped so the last try is at the deadline
+        ({"max_retries": 2, "retry_for": 60.0}, [0.25, 0.5]),  # the first limit reached ends the retries
+        ({"retry_for": 0.0}, []),
+    ],
+)
+def test_retry_limits_combine(kwargs: dict, expected: list[float]) -> None:
+    from silhouette.deploy.edge import EdgeClient
+
+    vt = VirtualTime()
+    c = EdgeClient(f"http://127.0.0.1:{_closed_port()}", sleep=vt.sleep, clock=vt.clock, **kwargs)
+    try:
+        assert c.detect(b"x", "image/png") == (None, len(expected))
+    finally:
+        c.close()
+    assert vt.sleeps == pytest.approx(expected)
+
+
+def test_bad_client_options_are_one_line_errors() -> None:
+    from silhouette.deploy.edge import EdgeClient
+    from silhouette.errors import SilhouetteError
+
+    # a non-ASCII camera id would otherwise crash inside httpx when it builds the Idempotency-Key header
+    for kwargs in ({"max_retries": -1}, {"retry_for": -1.0}, {"backoff": -0.1}, {"camera_id": "café"}, {"camera_id": "x" * 65}):
+        with pytest.raises(SilhouetteError) as exc:
+            EdgeClient("http://127.0.0.1:9", **kwargs)
+        assert "\n" not in str(exc.value)
+
+
+@pytest.fixture
+def no_connections(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Tripwire: any socket connect fails the test (and is recorded), so the checks below provably send nothing."""
+    import socket
+
+    attempts: list = []
+
+    def refuse(self, address, *a, **k):  # noqa: ANN001, ANN202
+        attempts.append(address)
+        raise AssertionError(f"unexpected connection to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+def test_plain_http_check_warns_only_for_a_key_to_a_non_loopback_host(no_connections, caplog) -> None:
+    import logging
+
+    from silhouette.deploy.edge import check_transport
+
+    def warnings_for(url: str, sends_key: bool = True) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="silhouette.edge"):
+            check_transport(url, sends_key)
+        return [r.getMessage() for r in caplog.records]
+
+    for url in ("http://192.0.2.1:8000", "http://example.com", "http://localhost.example.com", "http://127.0.0.1.nip.io", "http://[2001:db8::1]:80"):
+        msgs = warnings_for(url)
+        assert len(msgs) == 1 and "http://" in msgs[0] and "API key" in msgs[0], (url, msgs)
+        assert "\n" not in msgs[0] and API_KEY not in msgs[0]
+    loopback = ("http://127.0.0.1:8000", "http://127.8.9.10", "http://localhost:8000", "http://LOCALHOST", "http://[::1]:8000",
+                "http://[::ffff:127.0.0.1]:8000")
+    for url in loopback + ("https://192.0.2.1:8443",):
+        assert warnings_for(url) == [], url
+    assert warnings_for("http://192.0.2.1:8000", sends_key=False) == []  # no key, nothing secret on the wire
+    assert no_connections == []
+
+
+def test_require_tls_refuses_plain_http_to_non_loopback(no_connections) -> None:
+    from silhouette.deploy.edge import EdgeClient, check_transport
+    from silhouette.errors import SilhouetteError
+
+    for url in ("http://192.0.2.1:8000", "http://example.com/"):
+        with pytest.raises(SilhouetteError, match="--require-tls") as exc:
+            check_transport(url, sends_key=False, require_tls=True)
+        assert "\n" not in str(exc.value)
+    with pytest.raises(SilhouetteError, match="--require-tls"):
+        EdgeClient("http://192.0.2.1:8000", API_KEY, require_tls=True)
+    check_transport("https://192.0.2.1:8443", True, require_tls=True)
+    check_transport("http://127.0.0.1:8000", True, require_tls=True)  # loopback never leaves the machine
+    for bad in ("192.0.2.1:8000", "ftp://192.0.2.1", "http://", "http://192.0.2.1:99999"):
+        with pytest.raises(SilhouetteError, match="--server"):
+            check_transport(bad, True)
+    assert no_connections == []
+
+
+def test_edge_cli_require_tls_refuses_before_source_model_or_network(no_connections, tmp_path, capsys) -> None:
+    from silhouette.cli import main
+
+    key = tmp_path / "key"
+    key.write_text(API_KEY + "\n")
+    # a missing source and checkpoint: had the check come later, the error would name them instead
+    args = ["edge", "--source", str(tmp_path / "missing"), "--server", "http://192.0.2.1:8000", "--api-key-file", str(key),
+            "--checkpoint", str(tmp_path / "missing.pt"), "--quiet"]
+    t0 = time.perf_counter()
+    rc = main([*args, "--require-tls"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--require-tls" in err[0] and "https://" in err[0], err
+    assert time.perf_counter() - t0 < 5 and no_connections == []
+
+
+def test_edge_cli_warns_once_for_plain_http_without_connecting(no_connections, tmp_path, capsys, caplog) -> None:
+    import logging
+
+    from silhouette.cli import main
+
+    key = tmp_path / "key"
+    key.write_text(API_KEY + "\n")
+    with caplog.at_level(logging.WARNING, logger="silhouette.edge"):
+        rc = main(["edge", "--source", str(tmp_path / "missing"), "--server", "http://192.0.2.1:8000", "--api-key-file", str(key),
+                   "--checkpoint", str(tmp_path / "missing.pt"), "--quiet"])
+    warnings = [r.getMessage() for r in caplog.records if r.name == "silhouette.edge"]
+    assert len(warnings) == 1 and "clear text" in warnings[0] and "192.0.2.1" in warnings[0]
+    # then it stops at the missing source, before a model is loaded or a frame is sent
+    assert rc == 2 and "source not found" in capsys.readouterr().err
+    assert no_connections == []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -42,8 +45,51 @@ class EdgeStats:
         }
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+DEFAULT_RETRY_FOR = 30.0  # seconds: rides out a service restart (process start + detector load) of up to 30 s
+# worth repeating: the server is down, overloaded, timed out, or (409) still busy with an earlier try of the same key
+RETRY_STATUS = frozenset({408, 409, 425, 429})
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+# what the service accepts as camera_id (service.CAMERA_ID_RE); checked here too, so a bad id fails before any frame
+CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (also IPv4-mapped); names are never resolved, so no lookup leaves the camera."""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])  # drop an IPv6 zone id
+    except ValueError:
+        return False  # a DNS name: it could resolve anywhere, so it is not trusted as loopback
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def check_transport(server: str, sends_key: bool, require_tls: bool = False) -> None:
+    """Validate --server; warn (or, with require_tls, refuse) plain HTTP to a non-loopback host, before any connection."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(server)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise SilhouetteError(f"--server {server!r}: not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SilhouetteError(f"--server {server!r}: expected an http:// or https:// URL")
+    if parts.scheme == "https" or is_loopback_host(parts.hostname):
+        return
+    if require_tls:
+        raise SilhouetteError(f"--server {server}: plain http:// to a non-loopback host is refused with --require-tls; use https://")
+    if sends_key:
+        log.warning("sending the API key in clear text over http:// to %s; use https:// (or --require-tls to refuse)", parts.hostname)
+
+
 class EdgeClient:
-    """Posts encoded (obfuscated) frames to the service with bounded exponential-backoff retries."""
+    """Posts encoded (obfuscated) frames to the service with capped exponential-backoff retries and idempotency keys."""
 
     def __init__(
         self,
@@ -51,55 +97,104 @@ class EdgeClient:
         api_key: str | None = None,
         camera_id: str | None = None,
         timeout: float = 10.0,
-        max_retries: int = 4,
+        max_retries: int | None = None,
         backoff: float = 0.25,
         max_backoff: float = 4.0,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        retry_for: float | None = None,
+        require_tls: bool = False,
+        run_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import httpx
 
-        if max_retries < 0 or backoff < 0 or max_backoff < 0:
-            raise SilhouetteError("--retries, --backoff and --max-backoff must be >= 0")
+        if (max_retries is not None and max_retries < 0) or backoff < 0 or max_backoff < 0 or (retry_for is not None and retry_for < 0):
+            raise SilhouetteError("--retries, --retry-for, --backoff and --max-backoff must be >= 0")
+        check_transport(server, bool(api_key), require_tls)
         self.url = server.rstrip("/") + "/v1/detect"
         self.headers = {"X-API-Key": api_key} if api_key else {}
-        self.params = {"camera_id": camera_id} if camera_id else {}
+        self.set_camera(camera_id)
         self.max_retries = max_retries
+        # a retry count alone keeps its old meaning; with neither limit given, retry for DEFAULT_RETRY_FOR seconds
+        self.retry_for = DEFAULT_RETRY_FOR if retry_for is None and max_retries is None else retry_for
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.sleep = sleep
+        self.clock = clock
+        # random per client start: a restarted client counts frames from 0 again, and those are new frames
+        self.run_id = run_id or secrets.token_hex(8)
+        self._calls = itertools.count()
         self.client = httpx.Client(timeout=timeout)
+
+    def set_camera(self, camera_id: str | None) -> None:
+        """Camera id sent with each frame (the service's rolling counts) and used in idempotency keys."""
+        if camera_id is not None and not CAMERA_ID_RE.match(camera_id):
+            raise SilhouetteError(f"--camera-id {camera_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
+        self.camera_id = camera_id
+        self.params = {"camera_id": camera_id} if camera_id else {}
+
+    def idempotency_key(self, frame_index: int) -> str:
+        """Idempotency-Key of one frame: camera id, this run's random id and the source frame index."""
+        # identical for every retry of the frame (built once, before the retry loop) and unique across frames and
+        # client restarts; not the capture time: camera clocks jump (NTP, no RTC at boot) and two frames can share one
+        return f"{self.camera_id or 'camera'}:{self.run_id}:{int(frame_index)}"
 
     def delay(self, attempt: int) -> float:
         """Backoff before retry `attempt` (0-based): backoff * 2**attempt, capped at max_backoff."""
-        return min(self.max_backoff, self.backoff * (2**attempt))
+        return min(self.max_backoff, self.backoff * (2 ** min(attempt, 64)))  # exponent capped: no float overflow
 
-    def detect(self, payload: bytes, content_type: str) -> tuple[dict[str, Any] | None, int]:
-        """POST one encoded frame; returns (result or None after exhausting retries, retries used)."""
+    def next_wait(self, attempt: int, deadline: float | None) -> float | None:
+        """Seconds to wait before retry `attempt`, or None once --retries or the --retry-for deadline is spent."""
+        if self.max_retries is not None and attempt >= self.max_retries:
+            return None
+        wait = self.delay(attempt)
+        if deadline is not None:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return None
+            wait = min(wait, remaining)  # the last try lands on the deadline, so a retry_for-long outage is covered
+        return wait
+
+    def detect(self, payload: bytes, content_type: str, key: str | None = None) -> tuple[dict[str, Any] | None, int]:
+        """POST one encoded frame; returns (result or None once the retry budget is spent, retries used)."""
+        # one key for all tries of this frame: the server answers a repeat with the first result instead of counting again
+        key = key or f"{self.camera_id or 'camera'}:{self.run_id}:call{next(self._calls)}"  # never equal to a frame's key
+        headers = {**self.headers, "Content-Type": content_type, IDEMPOTENCY_HEADER: key}
+        deadline = None if self.retry_for is None else self.clock() + self.retry_for
+        attempt = 0
+        while True:
+            done, result, reason = self._attempt(payload, headers)
+            if done:
+                return result, attempt
+            wait = self.next_wait(attempt, deadline)
+            if wait is None:
+                break
+            log.debug("attempt %d failed (%s); retrying in %.2fs", attempt + 1, reason, wait)
+            self.sleep(wait)
+            attempt += 1
+        log.warning("giving up on a frame after %d attempts (%s)", attempt + 1, reason)
+        return None, attempt
+
+    def _attempt(self, payload: bytes, headers: dict[str, str]) -> tuple[bool, dict[str, Any] | None, str]:
+        """One POST: (final?, result, why it failed); a refused API key raises SilhouetteError."""
         import httpx
 
-        headers = {**self.headers, "Content-Type": content_type}
-        for attempt in range(self.max_retries + 1):
-            try:
-                r = self.client.post(self.url, content=payload, headers=headers, params=self.params)
-            except httpx.TransportError as exc:  # refused, reset, timed out: the server may be restarting
-                reason = f"{type(exc).__name__}"
-            else:
-                if r.status_code == 200:
-                    return r.json(), attempt
-                if r.status_code == 401:
-                    raise SilhouetteError(f"{self.url}: the server refused the API key (401); check --api-key-file / $SILHOUETTE_API_KEY")
-                if r.status_code < 500 and r.status_code != 429:
-                    log.warning("server rejected the frame: %s %s", r.status_code, r.text[:200])
-                    return None, attempt  # retrying the same bytes cannot help
-                reason = f"HTTP {r.status_code}"
-            if attempt < self.max_retries:
-                wait = self.delay(attempt)
-                log.debug("attempt %d failed (%s); retrying in %.2fs", attempt + 1, reason, wait)
-                self.sleep(wait)
-        log.warning("giving up on a frame after %d attempts (%s)", self.max_retries + 1, reason)
-        return None, self.max_retries
+        try:
+            r = self.client.post(self.url, content=payload, headers=headers, params=self.params)
+        except httpx.TransportError as exc:  # refused, reset, timed out: the server may be restarting or still busy
+            return False, None, type(exc).__name__
+        if r.status_code == 200:
+            return True, r.json(), ""
+        if r.status_code == 401:
+            raise SilhouetteError(f"{self.url}: the server refused the API key (401); check --api-key-file / $SILHOUETTE_API_KEY")
+        if r.status_code >= 500 or r.status_code in RETRY_STATUS:
+            return False, None, f"HTTP {r.status_code}"
+        log.warning("server rejected the frame: %s %s", r.status_code, r.text[:200])
+        return True, None, f"HTTP {r.status_code}"  # retrying the same bytes cannot help
 
     def close(self) -> None:
+        """Close the HTTP connection pool."""
         self.client.close()
 
 
@@ -126,7 +221,7 @@ def run_edge(
         if size is not None:
             stats.bytes_original_resized += len(encode_image(resize_bgr(image, size), fmt, quality))
         del image  # nothing below this line can touch the original frame
-        result, retries = client.detect(payload, content_type)
+        result, retries = client.detect(payload, content_type, client.idempotency_key(index))
         stats.frames += 1
         stats.retries += retries
         if result is None:
