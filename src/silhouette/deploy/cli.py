@@ -47,6 +47,37 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames (useful for live sources)")
 
 
+# options of `serve` whose default lives in ServiceConfig (validated there, one-line errors); None = not given
+SERVE_LIMITS = (
+    "max_pixels", "max_request_pixels", "max_decoded_pixels", "max_concurrency", "max_connections",
+    "header_timeout", "body_timeout", "keep_alive", "idempotency_cache",
+)
+
+
+def _add_serve_limits(p: argparse.ArgumentParser) -> None:
+    """The service's hardening limits: request and memory budgets, socket timeouts and caps, idempotency cache."""
+    p.add_argument(
+        "--max-request-pixels", type=int, metavar="N",
+        help="pixels all images of one request may declare together, checked from their headers before decoding; more -> 413 (default 4 x --max-pixels = 67108864)",
+    )
+    p.add_argument(
+        "--max-decoded-pixels", type=int, metavar="N",
+        help="decoded pixels a worker holds at once over all requests; images wait their turn beyond it (default --max-pixels: one largest image at a time, ~0.7 GB with YOLOX-Nano at 4096x4096)",
+    )
+    p.add_argument("--max-concurrency", type=int, metavar="N", help="/v1 requests in progress per worker; more are answered 503 + Retry-After (default 32)")
+    p.add_argument(
+        "--max-connections", type=int, metavar="N",
+        help="open client connections per worker; at the cap the longest-idle one is closed, or a new one refused when all are busy (default 1000, lowered to fit ulimit -n)",
+    )
+    p.add_argument("--header-timeout", type=float, metavar="S", help="seconds a client has to send the request line and headers, however slowly they trickle (default 10)")
+    p.add_argument("--body-timeout", type=float, metavar="S", help="seconds a client has to send the whole body once the headers are in (default 30)")
+    p.add_argument("--keep-alive", type=float, metavar="S", help="seconds an idle keep-alive connection stays open between requests (default 5)")
+    p.add_argument(
+        "--idempotency-cache", type=int, metavar="N",
+        help="recent (camera_id, Idempotency-Key) answers kept per worker, so a retried frame is counted once (default 10000)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse has no public type for it
     """Add the obfuscate, export, serve and edge commands."""
     p = sub.add_parser(
@@ -63,6 +94,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument(
         "--batch", type=int, metavar="N",
         help="frames per obfuscator call (default 4 for files, folders and videos; 1 for webcams and streams, where latency matters)",
+    )
+    p.add_argument(
+        "--max-pixels", type=_positive_int, metavar="N",
+        help="refuse input images and video frames larger than N pixels, checked before decoding (default 16777216 = 4096x4096)",
+    )
+    p.add_argument(
+        "--strict", action="store_true",
+        help="fail (and write nothing) when a video ends before the frames its container promises (default: warn)",
     )
     _add_model_options(p)
     p.set_defaults(func=cmd_obfuscate)
@@ -96,8 +135,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     keys.add_argument("--api-key-file", metavar="FILE", help="file whose first line is the API key")
     keys.add_argument("--no-auth", action="store_true", help="accept requests without a key (loopback host only)")
     p.add_argument("--max-bytes", type=_positive_int, default=8 * 1024 * 1024, metavar="N", help="largest request body in bytes (default 8 MiB)")
-    p.add_argument("--max-pixels", type=_positive_int, default=4096 * 4096, metavar="N", help="largest image in pixels (default 4096*4096)")
+    p.add_argument("--max-pixels", type=int, metavar="N", help="largest image in pixels, checked from its header before decoding (default 16777216 = 4096x4096)")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="ONNX Runtime threads per worker (default: all cores)")
+    _add_serve_limits(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -115,7 +155,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         help="encoding of the frames sent (default png: JPEG artefacts on obfuscated frames shift the cloud's counts)",
     )
     p.add_argument("--quality", type=_quality, default=90, metavar="Q", help="JPEG quality 1-100 (default 90)")
-    p.add_argument("--retries", type=int, default=4, metavar="N", help="retries per frame when the server is unreachable (default 4)")
+    p.add_argument(
+        "--retries", type=int, metavar="N",
+        help="at most N retries per frame when the server is unreachable, busy or times out (default: no count limit, see --retry-for)",
+    )
+    p.add_argument(
+        "--retry-for", type=float, metavar="SECONDS",
+        help="keep retrying a frame for this long before reporting it lost (default 30 s, enough for a server restart; "
+        "no time limit when only --retries is given); the first limit reached ends the retries",
+    )
+    p.add_argument("--require-tls", action="store_true", help="refuse plain http:// to a host that is not loopback (default: warn when it would carry the API key)")
     p.add_argument("--backoff", type=float, default=0.25, metavar="S", help="first retry delay in seconds, doubled each retry (default 0.25)")
     p.add_argument("--max-backoff", type=float, default=4.0, metavar="S", help="cap on the retry delay (default 4 s)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="HTTP timeout per request (default 10 s)")
@@ -135,14 +184,17 @@ def cmd_obfuscate(args: argparse.Namespace) -> int:
     if len(args.codec) != 4:
         raise SilhouetteError(f"--codec {args.codec!r}: expected a four-character code such as mp4v, XVID, MJPG")
     from silhouette.data.sources import open_source
+    from silhouette.fileio import cleanup_on_sigterm
 
-    source = open_source(args.input)  # fail on a bad input before loading/exporting the model
+    # fail on a bad (or over --max-pixels) input before loading/exporting the model
+    source = open_source(args.input, max_pixels=args.max_pixels, strict=args.strict)
     runner = load_runner(args.checkpoint, args.backend, args.threads)
-    report = obfuscate_source(
-        source, runner, Path(args.out) if args.out else None, size=size, fmt=args.format, quality=args.quality,
-        codec=args.codec, every=args.every, max_frames=args.max_frames, progress=not args.no_progress and sys.stderr.isatty(),
-        batch=args.batch,
-    )
+    with cleanup_on_sigterm("obfuscate"):  # SIGTERM: no temporary or half-written output stays behind, exit 143
+        report = obfuscate_source(
+            source, runner, Path(args.out) if args.out else None, size=size, fmt=args.format, quality=args.quality,
+            codec=args.codec, every=args.every, max_frames=args.max_frames,
+            progress=not args.no_progress and sys.stderr.isatty(), batch=args.batch,
+        )
     print(f"obfuscated {report.frames} frame(s) at {size[0]}x{size[1]} with {report.backend} -> {report.out}")
     if args.show_fps:
         print(f"throughput: {report.fps:.1f} frames/s end to end, {report.model_fps:.1f} frames/s obfuscator only")
@@ -184,57 +236,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise SilhouetteError(f"--port {args.port}: must be between 1 and 65535")
+    given = {name: getattr(args, name) for name in SERVE_LIMITS if getattr(args, name) is not None}  # else ServiceConfig's defaults
     cfg = ServiceConfig(
         detector=args.detector, api_key_env=args.api_key_env, api_key_file=args.api_key_file, no_auth=args.no_auth,
-        batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
-        threads=args.threads,
+        batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads, **given,
     )
-    serve(cfg, host=args.host, port=args.port, workers=args.workers)
+    serve(cfg, host=args.host, port=args.port, workers=args.workers)  # a bad limit is a one-line SilhouetteError there
     return 0
 
 
-def cmd_edge(args: argparse.Namespace) -> int:
-    """Handler of `silhouette edge`."""
+def _edge_client(args: argparse.Namespace):  # noqa: ANN202 - an EdgeClient, imported lazily
+    """The edge command's HTTP client; the URL and --require-tls checks run first, before a key, frame or model is touched."""
     import logging
 
-    from silhouette.data.sources import open_source, sample_frames
-    from silhouette.deploy.edge import EdgeClient, run_edge
-    from silhouette.deploy.pipeline import EdgeObfuscator, load_runner
+    from silhouette.deploy.edge import EdgeClient, check_transport
     from silhouette.deploy.service import DEFAULT_API_KEY_ENV, load_api_key
-    from silhouette.fileio import write_json
 
-    size = _size(args.size)
-    if not args.server.startswith(("http://", "https://")):
-        raise SilhouetteError(f"--server {args.server!r}: expected an http:// or https:// URL")
+    check_transport(args.server, sends_key=False, require_tls=args.require_tls)  # refuses; the warning comes from EdgeClient
+    if args.timeout <= 0:
+        raise SilhouetteError(f"--timeout {args.timeout}: must be > 0 seconds")
     key = None
     if args.api_key_file or os.environ.get(DEFAULT_API_KEY_ENV):
         key = load_api_key(DEFAULT_API_KEY_ENV, args.api_key_file)
     else:
         logging.getLogger("silhouette.edge").warning("no API key (--api-key-file or $%s); sending without one", DEFAULT_API_KEY_ENV)
-    source = open_source(args.source)
-    camera_id = args.camera_id or source.name
-    edge = EdgeObfuscator(load_runner(args.checkpoint, args.backend, args.threads), size)
-    client = EdgeClient(args.server, key, camera_id, args.timeout, args.retries, args.backoff, args.max_backoff)
+    return EdgeClient(
+        args.server, key, args.camera_id, args.timeout, args.retries, args.backoff, args.max_backoff,
+        retry_for=args.retry_for, require_tls=args.require_tls,
+    )
 
-    def frames():  # noqa: ANN202
-        for i, frame in enumerate(sample_frames(iter(source), every=args.every)):
-            if args.max_frames is not None and i >= args.max_frames:
-                return
-            yield frame.index, frame.image
 
-    def show(index: int, result: dict | None, stats) -> None:  # noqa: ANN001
-        if args.quiet:
-            return
-        if result is None:
-            print(f"frame {index}: FAILED (not delivered)", flush=True)
-        else:
-            print(f"frame {index}: {result['count']} person(s)", flush=True)
-
-    try:
-        stats = run_edge(frames(), edge, client, args.format, args.quality, size, on_result=show)
-    finally:
-        client.close()
-    s = stats.summary()
+def _print_edge_summary(args: argparse.Namespace, summary: dict, size: tuple[int, int]) -> None:
+    """One summary line: delivery, retries, persons and bandwidth."""
+    s = summary
     ratio = s["bytes_per_frame_sent"] / s["bytes_per_frame_original"] if s["bytes_per_frame_original"] and s["sent"] else float("nan")
     print(
         f"summary: {s['frames']} frames, {s['sent']} delivered, {s['failed']} failed, {s['retries']} retries, "
@@ -242,6 +276,41 @@ def cmd_edge(args: argparse.Namespace) -> int:
         f"{s['bytes_per_frame_original'] / 1024:.1f} KiB original ({s['bytes_per_frame_original_at_model_size'] / 1024:.1f} KiB at {size[0]}x{size[1]}), "
         f"ratio {ratio:.2f}; {s['fps']:.1f} frames/s"
     )
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    """Handler of `silhouette edge`."""
+    from silhouette.data.sources import open_source, sample_frames
+    from silhouette.deploy.edge import run_edge
+    from silhouette.deploy.pipeline import EdgeObfuscator, load_runner
+    from silhouette.fileio import write_json
+
+    size = _size(args.size)
+    client = _edge_client(args)
+    try:
+        source = open_source(args.source)
+        client.set_camera(args.camera_id or source.name[:64])  # a derived name is already safe_name()d; the service takes 64 chars
+        edge = EdgeObfuscator(load_runner(args.checkpoint, args.backend, args.threads), size)
+
+        def frames():  # noqa: ANN202
+            for i, frame in enumerate(sample_frames(iter(source), every=args.every)):
+                if args.max_frames is not None and i >= args.max_frames:
+                    return
+                yield frame.index, frame.image
+
+        def show(index: int, result: dict | None, stats) -> None:  # noqa: ANN001
+            if args.quiet:
+                return
+            if result is None:
+                print(f"frame {index}: FAILED (not delivered)", flush=True)
+            else:
+                print(f"frame {index}: {result['count']} person(s)", flush=True)
+
+        stats = run_edge(frames(), edge, client, args.format, args.quality, size, on_result=show)
+    finally:
+        client.close()
+    s = stats.summary()
+    _print_edge_summary(args, s, size)
     if args.report:
-        write_json(args.report, {**s, "camera_id": camera_id, "server": args.server, "format": args.format, "quality": args.quality})
+        write_json(args.report, {**s, "camera_id": client.camera_id, "server": args.server, "format": args.format, "quality": args.quality})
     return 0 if s["failed"] == 0 else 1
