@@ -125,6 +125,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         description="FastAPI + uvicorn service: POST /v1/detect, /v1/detect/batch, GET /v1/counts/{camera_id}, /healthz, /metrics, /docs.",
     )
     p.add_argument("--detector", default="yolox_nano", help="detector name or ensemble spec (default yolox_nano)")
+    p.add_argument("--pair", metavar="CKPT",
+                   help="private mode: serve the co-trained detector saved beside this obfuscator checkpoint (checked by "
+                        "sha256); only cameras running that obfuscator are answered, others get 409")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; put a TLS proxy in front for anything else)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=_positive_int, default=1, help="uvicorn worker processes, each with its own detector (default 1)")
@@ -145,6 +148,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         description="Reads a source, obfuscates each frame on this machine and posts ONLY the obfuscated encoding; prints person counts and bandwidth.",
     )
     p.add_argument("--source", required=True, help="image, folder, video, webcam index or rtsp/http URL")
+    p.add_argument("--pair", metavar="CKPT",
+                   help="private mode: obfuscate with this pair's obfuscator and name the pair to the service, which "
+                        "must run its detector (`serve --pair`); replaces --checkpoint")
+    p.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="largest input frame in pixels, checked before decoding (default 4096*4096)")
     p.add_argument("--server", required=True, metavar="URL", help="service base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--api-key-file", metavar="FILE", help="file whose first line is the API key (default: $SILHOUETTE_API_KEY)")
     p.add_argument("--camera-id", metavar="ID", help="camera id for the service's rolling counts (default: derived from the source)")
@@ -236,11 +244,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise SilhouetteError(f"--port {args.port}: must be between 1 and 65535")
+    if args.pair and args.detector != "yolox_nano":
+        raise SilhouetteError("--pair brings its own detector; drop --detector")
     given = {name: getattr(args, name) for name in SERVE_LIMITS if getattr(args, name) is not None}  # else ServiceConfig's defaults
     cfg = ServiceConfig(
         detector=args.detector, api_key_env=args.api_key_env, api_key_file=args.api_key_file, no_auth=args.no_auth,
-        batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads, **given,
+        batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads,
+        pair=args.pair, **given,
     )
+    if args.pair:
+        from silhouette.detectors.adapt import pair_detector
+
+        pair_detector(args.pair)  # a broken or mismatched pair fails here in one line, not in each worker
     serve(cfg, host=args.host, port=args.port, workers=args.workers)  # a bad limit is a one-line SilhouetteError there
     return 0
 
@@ -260,10 +275,29 @@ def _edge_client(args: argparse.Namespace):  # noqa: ANN202 - an EdgeClient, imp
         key = load_api_key(DEFAULT_API_KEY_ENV, args.api_key_file)
     else:
         logging.getLogger("silhouette.edge").warning("no API key (--api-key-file or $%s); sending without one", DEFAULT_API_KEY_ENV)
+    pair_id = _edge_pair(args)
     return EdgeClient(
         args.server, key, args.camera_id, args.timeout, args.retries, args.backoff, args.max_backoff,
-        retry_for=args.retry_for, require_tls=args.require_tls,
+        retry_for=args.retry_for, require_tls=args.require_tls, pair_id=pair_id,
     )
+
+
+def _edge_pair(args: argparse.Namespace) -> str | None:
+    """The pair id the camera names to the service (private mode), after checking --pair/--checkpoint agree."""
+    from silhouette.detectors.adapt import pair_id_of
+
+    if args.pair and args.checkpoint:
+        raise SilhouetteError("--pair is the obfuscator checkpoint too; drop --checkpoint")
+    ckpt = Path(args.checkpoint) if args.checkpoint else None
+    if ckpt is not None and ckpt.suffix == ".pt" and ckpt.is_file() and pair_id_of(ckpt):
+        raise SilhouetteError(f"--checkpoint {args.checkpoint}: a private-mode obfuscator; pass it as --pair so the "
+                              "service can check it runs the matching detector")
+    if not args.pair:
+        return None
+    pair_id = pair_id_of(args.pair)
+    if pair_id is None:
+        raise SilhouetteError(f"--pair {args.pair}: not a private-mode checkpoint; pass it as --checkpoint instead")
+    return pair_id
 
 
 def _print_edge_summary(args: argparse.Namespace, summary: dict, size: tuple[int, int]) -> None:
@@ -288,9 +322,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
     size = _size(args.size)
     client = _edge_client(args)
     try:
-        source = open_source(args.source)
+        source = open_source(args.source, max_pixels=args.max_pixels)
         client.set_camera(args.camera_id or source.name[:64])  # a derived name is already safe_name()d; the service takes 64 chars
-        edge = EdgeObfuscator(load_runner(args.checkpoint, args.backend, args.threads), size)
+        edge = EdgeObfuscator(load_runner(args.pair or args.checkpoint, args.backend, args.threads), size)
 
         def frames():  # noqa: ANN202
             for i, frame in enumerate(sample_frames(iter(source), every=args.every)):

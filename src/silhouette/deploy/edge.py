@@ -15,6 +15,7 @@ import numpy as np
 from silhouette.errors import SilhouetteError
 
 log = logging.getLogger("silhouette.edge")
+PAIR_HEADER = "X-Silhouette-Pair"  # the service's name for it is the same; the wire format module will own both
 
 
 @dataclass
@@ -47,8 +48,8 @@ class EdgeStats:
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 DEFAULT_RETRY_FOR = 30.0  # seconds: rides out a service restart (process start + detector load) of up to 30 s
-# worth repeating: the server is down, overloaded, timed out, or (409) still busy with an earlier try of the same key
-RETRY_STATUS = frozenset({408, 409, 425, 429})
+# worth repeating: the server is down, overloaded or timed out (a repeat of a processed frame is answered, not recounted)
+RETRY_STATUS = frozenset({408, 425, 429})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 # what the service accepts as camera_id (service.CAMERA_ID_RE); checked here too, so a bad id fails before any frame
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -88,6 +89,14 @@ def check_transport(server: str, sends_key: bool, require_tls: bool = False) -> 
         log.warning("sending the API key in clear text over http:// to %s; use https:// (or --require-tls to refuse)", parts.hostname)
 
 
+def _detail(response: Any) -> str:
+    """The service's one-line reason, from its JSON error body."""
+    try:
+        return str(response.json().get("detail", response.text))[:300]
+    except ValueError:
+        return response.text[:300]
+
+
 class EdgeClient:
     """Posts encoded (obfuscated) frames to the service with capped exponential-backoff retries and idempotency keys."""
 
@@ -106,6 +115,7 @@ class EdgeClient:
         require_tls: bool = False,
         run_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pair_id: str | None = None,
     ) -> None:
         import httpx
 
@@ -114,6 +124,9 @@ class EdgeClient:
         check_transport(server, bool(api_key), require_tls)
         self.url = server.rstrip("/") + "/v1/detect"
         self.headers = {"X-API-Key": api_key} if api_key else {}
+        if pair_id:
+            # private mode: the service refuses (409) frames of an obfuscator its detector was not trained with
+            self.headers[PAIR_HEADER] = pair_id
         self.set_camera(camera_id)
         self.max_retries = max_retries
         # a retry count alone keeps its old meaning; with neither limit given, retry for DEFAULT_RETRY_FOR seconds
@@ -188,6 +201,8 @@ class EdgeClient:
             return True, r.json(), ""
         if r.status_code == 401:
             raise SilhouetteError(f"{self.url}: the server refused the API key (401); check --api-key-file / $SILHOUETTE_API_KEY")
+        if r.status_code == 409:  # the service runs another detector than this obfuscator needs: no frame can succeed
+            raise SilhouetteError(f"{self.url}: {_detail(r)} (409)")
         if r.status_code >= 500 or r.status_code in RETRY_STATUS:
             return False, None, f"HTTP {r.status_code}"
         log.warning("server rejected the frame: %s %s", r.status_code, r.text[:200])

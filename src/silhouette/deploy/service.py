@@ -34,6 +34,7 @@ from silhouette.imaging import MAX_PIXELS
 log = logging.getLogger("silhouette.serve")
 
 API_KEY_HEADER = "X-API-Key"
+PAIR_HEADER = "X-Silhouette-Pair"  # a private-mode camera names the obfuscator/detector pair it needs
 IDEMPOTENCY_HEADER = "Idempotency-Key"  # the edge client sends it; keep the name in step with deploy/edge.py
 REPLAYED_HEADER = "Idempotent-Replayed"
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x20-\x7e]{1,200}$")  # printable ASCII, e.g. "cam1:frame:17"
@@ -119,6 +120,7 @@ class ServiceConfig:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     keep_alive: float = DEFAULT_KEEP_ALIVE
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    pair: str | None = None  # a private-mode checkpoint: serve the detector saved beside it, for its cameras only
 
     def limits(self) -> ConnectionLimits:
         """The socket-level part of the config (validated: a bad value raises a one-line SilhouetteError)."""
@@ -1142,8 +1144,11 @@ def create_app(
     max_decoded_pixels: int | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     idempotency_cache: int = DEFAULT_IDEMPOTENCY_CACHE,
+    pair_id: str | None = None,
 ) -> FastAPI:
-    """The detection service; `api_key=None` disables auth (tests, loopback); pixel budgets default to 4x / 1x max_pixels."""
+    """The detection service; `api_key=None` disables auth (tests, loopback); pixel budgets default to 4x / 1x max_pixels.
+
+    `pair_id` (a private pair's detector sha256 prefix) makes it serve only cameras whose obfuscator names that pair."""
     from silhouette import __version__
 
     max_request_pixels, max_decoded_pixels = _resolve_app_limits(
@@ -1163,9 +1168,11 @@ def create_app(
     _add_detect_routes(app, svc)
 
     def health() -> dict[str, Any]:
-        return {"status": "ok", "detector": name, "batch_size": batcher.batch_size, "uptime_s": round(time.time() - started, 1), "version": __version__}
+        return {"status": "ok", "detector": name, "pair": pair_id, "batch_size": batcher.batch_size,
+                "uptime_s": round(time.time() - started, 1), "version": __version__}
 
     _add_other_routes(app, counts, metrics, health)
+    app.add_middleware(PairMiddleware, pair_id=pair_id, detector=name)
     app.add_middleware(GuardMiddleware, api_key=api_key, max_bytes=max_bytes, metrics=metrics, max_concurrency=max_concurrency)
     app.state.counts, app.state.metrics, app.state.detector, app.state.detection = counts, metrics, detector, svc
     return app
@@ -1200,11 +1207,45 @@ def _lifespan(batcher: Batcher) -> Callable[[FastAPI], Any]:
     return lifespan
 
 
+class PairMiddleware:
+    """Refuse (409) a detection request whose camera obfuscator was trained for another detector than this one.
+
+    A private-mode camera names its pair in X-Silhouette-Pair; a compatible camera sends none. Counting a frame with
+    the wrong detector would give a plausible but wrong number, so a mismatch is refused before the body is read."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], pair_id: str | None, detector: str) -> None:
+        self.app, self.pair_id, self.detector = app, pair_id, detector
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[None]]) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/detect"):
+            sent = dict(scope.get("headers") or []).get(PAIR_HEADER.lower().encode(), b"").decode("latin-1").strip() or None
+            if sent != self.pair_id:
+                await _send_json(send, 409, {"detail": _pair_mismatch(sent, self.pair_id, self.detector)},
+                                 {"Connection": "close"})
+                return
+        await self.app(scope, receive, send)
+
+
+def _pair_mismatch(sent: str | None, served: str | None, detector: str) -> str:
+    """Why a camera and this service do not belong together, and what to change."""
+    if served is None:
+        return (f"the camera's obfuscator is private pair {sent}, co-trained with its own detector; this service runs the "
+                f"unmodified {detector}: start it with `silhouette serve --pair` on that pair's checkpoint")
+    camera = f"pair {sent}" if sent else "a compatible-mode obfuscator"
+    return f"this service runs private pair {served}; the camera sends {camera}: give the camera that pair's checkpoint"
+
+
 def app_from_config(cfg: ServiceConfig) -> FastAPI:
     """Build the app from a ServiceConfig, resolving the API key in this process."""
     key = None if cfg.no_auth else load_api_key(cfg.api_key_env, cfg.api_key_file)
+    detector, pair_id = None, None
+    if cfg.pair:
+        from silhouette.detectors.adapt import pair_detector, pair_id_of
+
+        detector = pair_detector(cfg.pair, **({"num_threads": cfg.threads} if cfg.threads else {}))
+        pair_id = pair_id_of(cfg.pair)
     return create_app(
-        cfg.detector, key, batch_size=cfg.batch_size, batch_wait_ms=cfg.batch_wait_ms, max_bytes=cfg.max_bytes,
+        cfg.detector, key, detector=detector, pair_id=pair_id, batch_size=cfg.batch_size, batch_wait_ms=cfg.batch_wait_ms, max_bytes=cfg.max_bytes,
         max_pixels=cfg.max_pixels, max_batch_images=cfg.max_batch_images, counts_window=cfg.counts_window,
         max_cameras=cfg.max_cameras, threads=cfg.threads, max_request_pixels=cfg.max_request_pixels,
         max_decoded_pixels=cfg.max_decoded_pixels, max_concurrency=cfg.max_concurrency, idempotency_cache=cfg.idempotency_cache,

@@ -100,3 +100,11 @@ def refuse_private(ckpt: dict, path: str | Path) -> None:
     if ckpt.get("mode") == "private":
         raise SilhouetteError(f"--checkpoint {path}: a private-mode obfuscator, co-trained with its own detector; "
                               "pass it as --pair so that detector is used")
+
+
+def pair_id_of(checkpoint: str | Path) -> str | None:
+    """The id a private pair is known by on the wire (its detector's sha256, first 16 hex digits); None if compatible."""
+    from silhouette.models.checkpoint import read_checkpoint
+
+    pair = read_checkpoint(checkpoint).get("pair")
+    return str(pair["sha256"])[:16] if isinstance(pair, dict) and "sha256" in pair else None
