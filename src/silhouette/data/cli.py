@@ -8,6 +8,14 @@ from typing import Any
 from silhouette.errors import SilhouetteError
 
 
+FIT_HELP = (
+    "footage of another aspect ratio than --size: letterbox = scale to fit, keep the aspect ratio, grey (114) bars; "
+    "stretch = resize to --size, distorting; crop = scale to fill, keep the aspect ratio, cut the overflow evenly. "
+    "Ground-truth boxes move with the pixels. Default: letterbox for your own footage (video, folder); stretch for "
+    "pets2009 and intel, the paper's recipe that the shipped obfuscators and results were made with"
+)
+
+
 def register(subparsers: Any) -> None:
     """Add the `prepare` and `label` commands."""
     p = subparsers.add_parser(
@@ -15,14 +23,16 @@ def register(subparsers: Any) -> None:
         help="decode footage into a resized frame dataset with a manifest and train/val/test splits",
         description=(
             "Decode a registered dataset's footage (video, GIF, image folders) into OUT/frames/<camera>/<index>.png, "
-            "resized with cv2.INTER_AREA, and write OUT/manifest.json (+ manifest.csv). Re-running with the same "
-            "options skips frames already written."
+            "fitted to --size with cv2.INTER_AREA (--fit: letterbox keeps the aspect ratio), and write "
+            "OUT/manifest.json (+ manifest.csv); prints one line per source frame size saying what the fit did. "
+            "Re-running with the same options skips frames already written."
         ),
     )
     p.add_argument("dataset", nargs="?", help="dataset name (see --list): pets2009, intel, video, folder")
     p.add_argument("--list", action="store_true", help="list the registered datasets and how they are split, then exit")
     p.add_argument("--out", help="output folder of the prepared dataset")
     p.add_argument("--size", default="320x200", help="frame size WIDTHxHEIGHT (default: 320x200, the paper's)")
+    p.add_argument("--fit", choices=["letterbox", "stretch", "crop"], help=FIT_HELP)
     samp = p.add_mutually_exclusive_group()
     samp.add_argument("--every", type=int, default=1, help="keep every N-th frame (default: 1 = all)")
     samp.add_argument("--fps", type=float, default=None, help="keep about F frames per second of footage")
@@ -107,12 +117,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             jpeg_quality=args.quality, force=args.force, progress=not args.no_progress,
             sources=args.source, camera_pattern=args.camera_pattern, split_by=split_by,
             split_fractions=fractions, camera_splits=args.camera_split, max_pixels=args.max_pixels, strict=args.strict,
+            fit=args.fit,
         )
     manifest = load_manifest(out)
     s = summarize(manifest)
     st = manifest.get("stats", {})
     print(f"{out}: {s['frames']} frames of {size[0]}x{size[1]} "
           f"({st.get('written', '?')} written, {st.get('skipped', '?')} already there)")
+    for fit in manifest.get("fit", []):
+        print(f"resize: {fit['description']}, {fit['frames']} frames")
     splits = [sp for sp in ("train", "val", "test") if sp in s["per_split"]]
     print(f"{'camera':40s} " + " ".join(f"{sp:>6s}" for sp in splits))
     for cam, per in sorted(s["per_camera"].items()):

@@ -12,16 +12,18 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 from silhouette.errors import SilhouetteError
 from silhouette.registry import Registry
 from silhouette.data.manifest import MANIFEST_CSV, MANIFEST_JSON, SPLITS, load_manifest, write_manifest
-from silhouette.data.pets import PETS_SIZE, Annotations, parse_pets_xml, scale_boxes
+from silhouette.data.pets import PETS_SIZE, Annotations, parse_pets_xml
 from silhouette.data.sources import (
     DEFAULT_SIZE,
+    FIT_MODES,
+    Fit,
     Frame,
     check_sampling,
     list_images,
     list_videos,
     natural_key,
     open_source,
-    resize_frame,
+    plan_fit,
     safe_name,
     sample_frames,
     ImageListSource,
@@ -133,6 +135,8 @@ class DatasetDef:
     description: ClassVar[str] = ""
     # options this dataset accepts (besides the common size/sampling/format ones)
     accepts: ClassVar[tuple[str, ...]] = ()
+    # how frames of another aspect ratio than --size are fitted unless --fit says otherwise
+    default_fit: ClassVar[str] = "letterbox"
 
     def options(self) -> dict[str, Any]:
         """The normalized options recorded in manifest.json['created_with']."""
@@ -176,6 +180,8 @@ class Pets2009(DatasetDef):
     name = "pets2009"
     description = "PETS 2009 S2.L1 View 001 (outdoor campus, 795 frames, 4,650 person boxes with 19 identities)"
     accepts = ("sources", "annotations", "split_fractions")
+    # the paper's recipe squeezes 768x576 into 320x200: the shipped obfuscators, golden frames and results use it
+    default_fit = "stretch"
 
     def __init__(self, sources: Sequence[str] | None = None, annotations: str | None = None,
                  split_fractions: Sequence[float] | str | None = None) -> None:
@@ -220,6 +226,7 @@ class Intel(DatasetDef):
     name = "intel"
     description = "Intel IoT DevKit sample clips (CC-BY-4.0): 6 fixed cameras, mp4 + GIFs, no annotations"
     accepts = ("split_by", "camera_splits", "split_fractions")
+    default_fit = "stretch"  # as pets2009: the shipped results on the Intel cameras were made on stretched frames
 
     def __init__(self, split_by: str | None = None, camera_splits: Mapping[str, str] | Sequence[str] | None = None,
                  split_fractions: Sequence[float] | str | None = None) -> None:
@@ -456,6 +463,8 @@ def _claim_output(out: Path, created_with: dict[str, Any], force: bool) -> bool:
             previous = read_json(out / OPTIONS_LOCK)
         except SilhouetteError:
             previous = None
+    if previous is not None and "fit" not in previous:
+        previous = {**previous, "fit": "stretch"}  # prepared before --fit existed: every frame was stretched
     if previous is not None and previous != created_with and not force:
         diff = ", ".join(_options_diff(previous, created_with))
         raise SilhouetteError(
@@ -480,9 +489,24 @@ class _FrameWriter:
     ext: str
     params: list[int]
     resume: bool
+    fit: str = "stretch"
     written: list[Path] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=lambda: {"written": 0, "skipped": 0})
     seen: set[str] = field(default_factory=set)
+    fits: dict[tuple[int, int], Fit] = field(default_factory=dict)
+    frames_of: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def fit_for(self, image: Any) -> Fit:
+        """The Fit of frames of this image's size (planned once per source size)."""
+        src = (int(image.shape[1]), int(image.shape[0]))
+        if src not in self.fits:
+            self.fits[src] = plan_fit(src, self.size, self.fit)
+        return self.fits[src]
+
+    def fit_stats(self) -> list[dict[str, Any]]:
+        """Per source frame size: how many frames, and the one-line description of what the fit did."""
+        return [{"source": f"{w}x{h}", "frames": self.frames_of.get((w, h), 0), "scaled": list(fit.scaled),
+                 "offset": list(fit.offset), "description": fit.describe()} for (w, h), fit in self.fits.items()]
 
     def save(self, frame: Frame, rel: str, spec: str) -> None:
         """Write `frame` resized to `out/rel`, or skip it when a recorded earlier run already wrote it."""
@@ -493,11 +517,13 @@ class _FrameWriter:
         if rel in self.seen:
             raise SilhouetteError(f"{spec}: frame {rel} produced twice; give distinct camera ids")
         self.seen.add(rel)
+        fit = self.fit_for(frame.image)
+        self.frames_of[fit.src] = self.frames_of.get(fit.src, 0) + 1
         dest = self.out / rel
         if self.resume and dest.is_file():
             self.stats["skipped"] += 1
             return
-        small = resize_frame(frame.image, self.size)
+        small = fit.apply(frame.image)
         with atomic_path(dest) as tmp:
             if not cv2.imwrite(str(tmp), small, self.params):
                 raise SilhouetteError(f"{dest}: could not write frame")
@@ -518,8 +544,8 @@ class _FrameWriter:
                 pass
 
 
-def _ground_truth(clip: Clip, frame: Frame, size: tuple[int, int], spec: str) -> tuple[Any, Any]:
-    """The clip's person boxes and ids of `frame`, scaled to the prepared frame size (None, None without GT)."""
+def _ground_truth(clip: Clip, frame: Frame, fit: Fit, spec: str) -> tuple[Any, Any]:
+    """The clip's person boxes and ids of `frame`, moved like its pixels by `fit` (None, None without GT)."""
     if clip.annotations is None:
         return None, None
     boxes, ids = clip.annotations.get(frame.index, ([], []))
@@ -529,7 +555,7 @@ def _ground_truth(clip: Clip, frame: Frame, size: tuple[int, int], spec: str) ->
             f"{spec}: frames are {own[0]}x{own[1]} but the ground truth is for "
             f"{clip.annotation_size[0]}x{clip.annotation_size[1]}"
         )
-    return scale_boxes(boxes, ids, clip.annotation_size or own, size)
+    return fit.boxes(boxes, ids)
 
 
 def _clip_records(
@@ -549,7 +575,7 @@ def _clip_records(
         fi = frame.index + idx_off
         rel = f"frames/{clip.camera}/{fi:06d}.{writer.ext}"
         writer.save(frame, rel, src.spec)
-        gt_boxes, gt_ids = _ground_truth(clip, frame, writer.size, src.spec)
+        gt_boxes, gt_ids = _ground_truth(clip, frame, writer.fit_for(frame.image), src.spec)
         origin = str(src.files[frame.index]) if isinstance(src, ImageListSource) else str(src.spec)
         records.append({
             "file": rel, "source": origin, "camera": clip.camera, "frame_index": fi,
@@ -594,13 +620,16 @@ def prepare_dataset(
     progress: bool = True,
     max_pixels: int | None = None,
     strict: bool = False,
+    fit: str | None = None,
     **dataset_opts: Any,
 ) -> Path:
     """Decode a registered dataset's footage into `out/frames/<camera>/<index>.<ext>` + `out/manifest.json`.
 
     Re-running with the same options skips frames already written; other options need `force=True` (which deletes
     the earlier frames). A run that fails writes nothing: its frames are removed and its options are not recorded.
-    `max_pixels` refuses larger footage before decoding it; `strict` refuses truncated videos. Returns `out`.
+    `max_pixels` refuses larger footage before decoding it; `strict` refuses truncated videos. `fit` (letterbox,
+    stretch or crop; None = the dataset's default) says how frames of another aspect ratio become `size`; ground-truth
+    boxes move with the pixels. Returns `out`.
     """
     import cv2
 
@@ -610,15 +639,19 @@ def prepare_dataset(
     W, H = int(size[0]), int(size[1])
     ext = _check_format((W, H), every, fps, image_format, jpeg_quality)
     ds = create_dataset(name, **dataset_opts)
+    fit = fit or ds.default_fit
+    if fit not in FIT_MODES:
+        raise SilhouetteError(f"--fit {fit!r}: choose {', '.join(FIT_MODES)}")
     created_with = {
         "dataset": name, "size": [W, H], "every": every, "fps": fps, "image_format": ext,
-        "jpeg_quality": int(jpeg_quality) if ext == "jpg" else None, "resize": "cv2.INTER_AREA", **ds.options(),
+        "jpeg_quality": int(jpeg_quality) if ext == "jpg" else None, "resize": "cv2.INTER_AREA", "fit": fit,
+        **ds.options(),
     }
     resume = _claim_output(out, created_with, force)
     clips = ds.clips()
     sources = [open_source(c.source, max_pixels=max_pixels, strict=strict) for c in clips]  # bad input: nothing written
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext == "jpg" else []
-    writer = _FrameWriter(out, (W, H), ext, params, resume)
+    writer = _FrameWriter(out, (W, H), ext, params, resume, fit)
     created_out = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -628,7 +661,7 @@ def prepare_dataset(
         writer.discard(created_out)
         raise
     manifest = {"dataset": name, "size": [W, H], "created_with": created_with, "frames": records,
-                "stats": {**writer.stats, "frames": len(records)}}
+                "stats": {**writer.stats, "frames": len(records)}, "fit": writer.fit_stats()}
     write_manifest(out, manifest)
     # recorded only now: a failed run must not make its corrected retry look like "other options" (--force)
     write_json(out / OPTIONS_LOCK, created_with)

@@ -349,6 +349,89 @@ def resize_frame(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> np.
     return cv2.resize(image, (int(w), int(h)), interpolation=cv2.INTER_AREA)
 
 
+FIT_MODES = ("letterbox", "stretch", "crop")
+# the grey the zoo detectors pad their own letterboxes with: no edge or colour a detector could take for something
+LETTERBOX_FILL = 114
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How frames of size `src` (W, H) become `dst`: resized to `scaled`, placed with its top-left at `offset`.
+
+    letterbox: the whole picture, aspect kept, grey bars fill the rest (offset >= 0);
+    crop: the picture fills the frame, aspect kept, the overflow is cut evenly (offset <= 0);
+    stretch: resized straight to `dst`, the aspect ratio is not kept.
+    """
+
+    mode: str
+    src: tuple[int, int]
+    dst: tuple[int, int]
+    scaled: tuple[int, int]
+    offset: tuple[int, int]
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """The HxWx3 BGR `image` (of size src) fitted to dst with INTER_AREA."""
+        import cv2
+
+        small = image if self.scaled == self.src else cv2.resize(image, self.scaled, interpolation=cv2.INTER_AREA)
+        if self.scaled == self.dst:
+            return small
+        (W, H), (ox, oy), (w, h) = self.dst, self.offset, self.scaled
+        if self.mode == "crop":
+            return np.ascontiguousarray(small[-oy:-oy + H, -ox:-ox + W])
+        out = np.full((H, W, image.shape[2]), LETTERBOX_FILL, dtype=image.dtype)
+        out[oy:oy + h, ox:ox + w] = small
+        return out
+
+    def boxes(self, boxes: Sequence[Sequence[float]], ids: Sequence[int],
+              ndigits: int = 3) -> tuple[list[list[float]], list[int]]:
+        """xyxy boxes (src pixels) moved like the picture, clipped to where it lands; boxes left empty are dropped."""
+        sx, sy = self.scaled[0] / self.src[0], self.scaled[1] / self.src[1]
+        (ox, oy), (W, H), (w, h) = self.offset, self.dst, self.scaled
+        # the visible picture: a box may not reach into the letterbox bars nor past a cropped edge
+        lo_x, hi_x = float(max(ox, 0)), float(min(ox + w, W))
+        lo_y, hi_y = float(max(oy, 0)), float(min(oy + h, H))
+        out_b: list[list[float]] = []
+        out_i: list[int] = []
+        for (x1, y1, x2, y2), pid in zip(boxes, ids):
+            x1, x2 = min(max(x1 * sx + ox, lo_x), hi_x), min(max(x2 * sx + ox, lo_x), hi_x)
+            y1, y2 = min(max(y1 * sy + oy, lo_y), hi_y), min(max(y2 * sy + oy, lo_y), hi_y)
+            if x2 - x1 <= 0 or y2 - y1 <= 0:
+                continue  # person entirely outside the kept picture
+            out_b.append([round(x1, ndigits), round(y1, ndigits), round(x2, ndigits), round(y2, ndigits)])
+            out_i.append(pid)
+        return out_b, out_i
+
+    def describe(self) -> str:
+        """One line: source size, output size, mode and what it did to the picture."""
+        (w, h), (W, H), (nw, nh), (ox, oy) = self.src, self.dst, self.scaled, self.offset
+        text = f"{w}x{h} -> {W}x{H} {self.mode}"
+        if self.mode == "stretch":
+            same = abs(w / h - W / H) < 0.01
+            return text + (" (same aspect ratio)" if same else f" (aspect ratio {w / h:.2f} -> {W / H:.2f}, not kept)")
+        if (nw, nh) == (W, H):
+            return text + " (same aspect ratio)"
+        if self.mode == "letterbox":
+            bars = f"{ox}+{W - nw - ox} px left+right" if nw < W else f"{oy}+{H - nh - oy} px top+bottom"
+            return text + f" (picture {nw}x{nh}, grey bars {bars})"
+        cut = f"{nw - W} px of width" if nw > W else f"{nh - H} px of height"
+        return text + f" (scaled to {nw}x{nh}, {cut} cut, centred)"
+
+
+def plan_fit(src: tuple[int, int], dst: tuple[int, int], mode: str = "letterbox") -> Fit:
+    """The Fit that maps frames of size `src` (W, H) onto `dst` in `mode` (letterbox, stretch or crop)."""
+    if mode not in FIT_MODES:
+        raise SilhouetteError(f"--fit {mode!r}: choose {', '.join(FIT_MODES)}")
+    (w, h), (W, H) = (int(src[0]), int(src[1])), (int(dst[0]), int(dst[1]))
+    if mode == "stretch" or (w, h) == (W, H):
+        return Fit(mode, (w, h), (W, H), (W, H), (0, 0))
+    scale = min(W / w, H / h) if mode == "letterbox" else max(W / w, H / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    # rounding must not push the picture past the frame (letterbox) nor leave it short of it (crop)
+    nw, nh = (min(nw, W), min(nh, H)) if mode == "letterbox" else (max(nw, W), max(nh, H))
+    return Fit(mode, (w, h), (W, H), (nw, nh), ((W - nw) // 2, (H - nh) // 2))
+
+
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     """Parse 'WxH' (e.g. 320x200) into (W, H)."""
     m = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*", str(text))

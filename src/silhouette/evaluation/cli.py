@@ -32,7 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      help="a private-mode pair: the obfuscator checkpoint and the co-trained detector saved beside it "
                           "(relative AP compares it with the unmodified detector on the clean frames)")
     p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder (from `silhouette prepare`)")
-    p.add_argument("--split", default="test", help="split to evaluate on: train, val, test or 'all' (default: test)")
+    p.add_argument("--split", metavar="SPLIT",
+                   help="split to evaluate on: train, val, test or 'all' (default: test). Your own footage from a "
+                        "single camera (the video/folder datasets) is cut by time, so its test split is only the last "
+                        "20%% of the clip: there evaluate asks you to choose --split all (every frame: an obfuscator "
+                        "not trained on this footage) or --split test (the frames training did not see) instead of "
+                        "silently scoring a fifth of it")
     p.add_argument("--cameras", metavar="A,B", help="only these cameras (comma-separated)")
     p.add_argument("--detectors", metavar="A,B",
                    help="comma-separated detector specs, or 'all' (default: the checkpoint's training detector, "
@@ -103,6 +108,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.is_dir():
         raise SilhouetteError(f"--data {data}: folder not found; prepare it with `silhouette prepare DATASET --out {data}`")
+    split_name = args.split or _default_split(data, _csv(args.cameras))  # before any model is loaded
     trained_on = None
     what: str
     reference: dict[str, str] | None = None
@@ -146,7 +152,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             from silhouette.detectors.onnx_zoo import ZOO
 
             dets = [d for d in available_detectors(include_torchvision=False)[0] if d in ZOO]
-    split = None if args.split == "all" else args.split
+    split = None if split_name == "all" else split_name
     # scoped, not global: the CLI also runs in-process (tests, notebooks) where later code needs autograd
     with torch.no_grad():
         res = evaluate_obfuscator(
@@ -162,6 +168,29 @@ def evaluate_command(args: argparse.Namespace) -> int:
         write_json(out, jsonable(res))
         print(f"wrote {out}")
     return 0
+
+
+USER_FOOTAGE = ("video", "folder")  # datasets of the user's own footage; pets2009 and intel have fixed protocols
+
+
+def _default_split(data: Path, cameras: list[str] | None) -> str:
+    """'test', unless the frames come from one camera of the user's own footage cut by time: then a one-line error."""
+    from silhouette.data.manifest import load_manifest, select_records
+
+    manifest = load_manifest(data)
+    if manifest.get("dataset") not in USER_FOOTAGE:
+        return "test"  # a registered benchmark: its split is the protocol the shipped results were made with
+    records = select_records(manifest, None, cameras)
+    cams = sorted({r["camera"] for r in records})
+    splits = {r["split"] for r in records}
+    if len(cams) != 1 or len(splits) < 2:
+        return "test"
+    n_test = sum(r["split"] == "test" for r in records)
+    raise SilhouetteError(
+        f"--data {data}: all frames come from one camera ({cams[0]}), cut by time, so its test split is only the last "
+        f"{n_test} of {len(records)} frames; pass --split all to score every frame (an obfuscator not trained on this "
+        "footage) or --split test to score only the frames training did not see"
+    )
 
 
 def _pair_source(args: argparse.Namespace) -> tuple:  # type: ignore[type-arg]

@@ -276,20 +276,36 @@ def evaluate_obfuscator(
 
 def format_evaluation(result: Mapping[str, Any]) -> str:
     """A plain-text table of `evaluate_obfuscator` output."""
-    head = f"{'detector':<24} {'relAP50':>8} {'relAP':>7} {'gtAP50 clean':>13} {'gtAP50 obf':>11} {'countMAE':>9}"
-    lines = [f"{result['dataset']} split={result['split']} frames={result['frames']} "
+    # AP alone hides missed people: beside it, how many clean-frame boxes the obfuscated frame still finds at the
+    # operating threshold, and whether the counts run low (negative bias) or high
+    head = (f"{'detector':<24} {'relAP50':>8} {'relAP':>7} {'pseudo':>7} {'found%':>7} {'countMAE':>9} {'bias':>6} "
+            f"{'gtAP50 clean':>13} {'gtAP50 obf':>11}")
+    split = "all" if result["split"] is None else result["split"]
+    lines = [f"{result['dataset']} split={split} frames={result['frames']} "
              f"(annotated {result['annotated_frames']})", head, "-" * len(head)]
     for name, r in result["detectors"].items():
         gt = r["gt"] or {}
+        count = r["count"]["obf_vs_clean"]
+        boxes = r.get("pseudo_boxes")
+        found = r.get("pseudo_found")
         lines.append(
             f"{name:<24} {pct(r['relative']['ap50']):>8} {pct(r['relative']['ap']):>7} "
-            f"{pct(gt.get('clean', {}).get('ap50')):>13} {pct(gt.get('obfuscated', {}).get('ap50')):>11} "
-            f"{num(r['count']['obf_vs_clean']['mae'], 2):>9}"
+            f"{'—' if boxes is None else boxes:>7} {pct(found / boxes if found is not None and boxes else None):>7} "
+            f"{num(count['mae'], 2):>9} {signed(count.get('bias'), 2):>6} "
+            f"{pct(gt.get('clean', {}).get('ap50')):>13} {pct(gt.get('obfuscated', {}).get('ap50')):>11}"
         )
+    lines += ["pseudo = clean-frame person boxes (the targets); found% = those matched (IoU >= 0.5) on the obfuscated",
+              "frames at the operating threshold; bias = mean (obfuscated - clean) persons per frame"]
     s = result["similarity"]
     lines.append(f"similarity to the original: SSIM {num(s['ssim'], 4)}  MSE {num(s['mse'], 4)}  "
                  f"PSNR {num(s['psnr'], 2)} dB  NMI {num(s['nmi'], 4)}")
     return "\n".join(lines)
+
+
+def signed(x: float | None, digits: int = 2) -> str:
+    """A number with an explicit sign (+0.25, -1.60), '—' when undefined."""
+    text = num(x, digits)
+    return text if text in ("—", "∞") else f"{x:+.{digits}f}"
 
 
 def pct(x: float | None) -> str:

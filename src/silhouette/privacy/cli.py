@@ -30,9 +30,11 @@ DESCRIPTION = textwrap.dedent(
                       and SSIM, on whole frames and on ground-truth person boxes only, beside the
                       zero-information floor (the mean train frame: on a static camera the background
                       is public). Same recipe for every method; resumable from --out/attackers/.
-      faces           Haar cascades (OpenCV < 5) and/or MTCNN (facenet-pytorch) find faces on the
-                      clean Intel face clips at their native 480x270; reported is the fraction found
-                      again (a detection with IoU >= 0.3) on obfuscated and on reconstructed frames.
+      faces           Haar cascades (OpenCV < 5; overlapping boxes of one face merged) and/or MTCNN
+                      (facenet-pytorch) find faces on the clean frames of the face footage; reported
+                      is the fraction found again (a detection with IoU >= 0.3) on obfuscated and on
+                      reconstructed frames. Footage: --clips, else the two shared Intel face clips
+                      at their native 480x270. The scorecard names the footage used.
       reid            persons cropped by ground-truth boxes (needs identity ids: pets2009) to 64x32;
                       an embedding CNN trained by identity classification; gallery = early test
                       frames, queries = later ones; cosine rank-1 and mAP beside chance. Two threat
@@ -64,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--reid-epochs", type=int, metavar="N", help="re-ID attacker epochs (default: 15; quick: 3)")
     p.add_argument("--face-detectors", default="auto", metavar="A,B",
                    help="haar, mtcnn, or 'auto' = every one that can run here (default: auto)")
+    p.add_argument("--clips", action="append", metavar="PATH[,PATH]",
+                   help="footage of the faces attack (repeatable, comma-separated): video files, image folders, or a "
+                        "prepared dataset folder (e.g. the --data DIR itself: its test split, or all its frames if it "
+                        "has none). Frames are used at their own size: faces should be >= ~20 px wide there "
+                        "(default: the shared Intel face clips)")
     p.add_argument("--utility", action="append", default=[], metavar="FILE|METHOD=EVAL_JSON",
                    help="person AP50/count MAE per method: a JSON {method: {ap50, count_mae}}, or METHOD=path to a "
                         "`silhouette evaluate` evaluation.json (repeatable)")

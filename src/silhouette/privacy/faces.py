@@ -3,16 +3,18 @@
 Reference = faces a detector finds on the clean frame. A reference face counts as *found again* on
 an obfuscated (or reconstructed) version of that frame when some detection there overlaps it with
 IoU >= 0.3 (loose, because boxes of a degraded face drift; the same rule for every method).
-Run on the Intel clips with visible faces at their native 480x270 resolution (faces ~20-30 px there;
-at the 320x200 training size they fall below what the detectors reliably see).
+Run by default on the Intel clips with visible faces at their native 480x270 resolution (faces ~20-30 px
+there; at the 320x200 training size they fall below what the detectors reliably see); `attack --clips` points it
+at the user's own footage (videos, image folders, prepared datasets).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +24,9 @@ from silhouette.registry import Registry
 
 FACE_CLIPS = ("face-demographics-walking.gif", "head-pose-face-detection-female-and-male.gif")
 DEFAULT_IOU = 0.3
+# Haar boxes of one face (from the two cascades, or nested scales of one) overlap by IoU 0.8-0.9; two faces side by
+# side barely touch. Above this IoU two Haar boxes are one face.
+HAAR_MERGE_IOU = 0.3
 HAAR_CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
 # Debian/Ubuntu's opencv-data package ships the same cascade files here.
 _CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
@@ -61,7 +66,7 @@ class HaarFaceDetector:
     name = "haar"
 
     def __init__(self, cascades: Sequence[str] = HAAR_CASCADES, scale_factor: float = 1.1, min_neighbors: int = 4,
-                 min_size: int = 12) -> None:
+                 min_size: int = 12, merge_iou: float = HAAR_MERGE_IOU) -> None:
         import cv2
 
         if not hasattr(cv2, "CascadeClassifier"):
@@ -76,9 +81,10 @@ class HaarFaceDetector:
                 raise SilhouetteError(f"Haar cascade {name}: could not be loaded")
             self.cascades.append(c)
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+        self.merge_iou = merge_iou
 
     def detect(self, image: torch.Tensor) -> np.ndarray:
-        """Union of both cascades' boxes (duplicates are harmless: matching asks for any overlap)."""
+        """Both cascades' boxes, one per face: overlapping boxes (IoU > merge_iou) are merged into the first."""
         import cv2
 
         from silhouette.imaging import tensor_to_bgr
@@ -89,7 +95,8 @@ class HaarFaceDetector:
             found = c.detectMultiScale(gray, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size))
             for x, y, w, h in np.asarray(found).reshape(-1, 4):
                 boxes.append([x, y, x + w, y + h])
-        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        # both cascades usually fire on the same face: unmerged, one person counts as two reference faces
+        return dedupe_boxes(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), self.merge_iou)
 
 
 @FACE_DETECTORS.register("mtcnn")
@@ -145,6 +152,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a_t = torch.as_tensor(np.asarray(a, dtype=np.float32).reshape(-1, 4))
     b_t = torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4))
     return tv_box_iou(a_t, b_t).numpy()
+
+
+def dedupe_boxes(boxes: np.ndarray, iou: float = HAAR_MERGE_IOU) -> np.ndarray:
+    """Greedy non-maximum suppression without scores: a box overlapping an earlier kept one by IoU > `iou` is dropped."""
+    from torchvision.ops import nms
+
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if len(boxes) < 2:
+        return boxes
+    # descending pseudo-scores keep the given order: the first cascade's box wins over a later duplicate
+    order = torch.arange(len(boxes), 0, -1, dtype=torch.float32)
+    keep = nms(torch.as_tensor(boxes), order, iou).sort().values.numpy()
+    return boxes[keep]
 
 
 def refound(reference: Sequence[np.ndarray], found: Sequence[np.ndarray], iou: float = DEFAULT_IOU) -> dict[str, float]:
@@ -219,6 +239,101 @@ def load_face_clips(clips: Sequence[str] = FACE_CLIPS, every: int = 1, size: tup
     return out
 
 
+@dataclass
+class FaceFootage:
+    """One clip of the face attack: its name in the report, its path, and what it is."""
+
+    label: str
+    path: Path
+    kind: str  # "video", "images" or "prepared" (a `silhouette prepare` folder)
+    split: str | None = None  # prepared datasets: the split whose frames are used (None = all)
+
+    def describe(self) -> str:
+        """How the report names this footage."""
+        if self.kind == "prepared":
+            return f"{self.path} (prepared dataset, {self.split + ' split' if self.split else 'all frames'})"
+        return f"{self.path} ({'image folder' if self.kind == 'images' else 'video'})"
+
+
+def _footage(spec: str) -> FaceFootage:
+    """One --clips entry checked without decoding it: a video file, an image folder or a prepared dataset folder."""
+    from silhouette.data.manifest import MANIFEST_JSON, load_manifest
+    from silhouette.data.sources import IMAGE_EXTS, VIDEO_EXTS, list_images, open_source
+
+    path = Path(spec).expanduser()
+    expected = "expected a video file, an image folder or a prepared dataset folder"
+    if not path.exists():
+        raise SilhouetteError(f"--clips {spec}: not found ({expected})")
+    if path.is_dir() and (path / MANIFEST_JSON).is_file():
+        try:
+            splits = {r["split"] for r in load_manifest(path)["frames"]}
+        except SilhouetteError as exc:
+            raise SilhouetteError(f"--clips: {exc}") from exc
+        # the reconstruction attacker trains on --data's train split: its test frames are unseen, as in that attack
+        return FaceFootage(spec, path, "prepared", "test" if "test" in splits else None)
+    if path.is_dir():
+        if not list_images(path):
+            raise SilhouetteError(f"--clips {spec}: folder holds no images and no manifest.json ({expected})")
+        return FaceFootage(spec, path, "images")
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_EXTS | IMAGE_EXTS:
+        raise SilhouetteError(f"--clips {spec}: unknown file type {suffix or '(none)'} ({expected})")
+    try:
+        open_source(str(path))  # probes a video's header: an unreadable file fails here, before any attack
+    except SilhouetteError as exc:
+        raise SilhouetteError(f"--clips: {exc}") from exc  # the message starts with the path
+    return FaceFootage(spec, path, "images" if suffix in IMAGE_EXTS else "video")
+
+
+def resolve_footage(specs: Sequence[str] | None = None, folder: Path | None = None) -> list[FaceFootage]:
+    """The face attack's footage: the --clips entries (checked, one-line errors), else the shared Intel face clips."""
+    from silhouette.paths import data_dir
+
+    if specs:
+        out = [_footage(s) for s in specs]
+        paths = [f.path.resolve() for f in out]
+        twice = next((f.label for f, p in zip(out, paths) if paths.count(p) > 1), None)
+        if twice:
+            raise SilhouetteError(f"--clips {twice}: given twice")
+        return out
+    folder = folder or data_dir() / "intel"
+    for clip in FACE_CLIPS:
+        if not (folder / clip).is_file():
+            raise SilhouetteError(f"{folder / clip}: face clip not found (needed by the face attack; or pass --clips)")
+    return [FaceFootage(clip, folder / clip, "video") for clip in FACE_CLIPS]
+
+
+def load_footage(footage: Sequence[FaceFootage], every: int = 1) -> dict[str, list[torch.Tensor]]:
+    """Frames of each footage (every `every`-th) as float RGB tensors at their own size, keyed by label."""
+    from silhouette.data.sources import iter_frames
+    from silhouette.data.torch_dataset import FrameDataset
+    from silhouette.imaging import bgr_to_tensor
+
+    out: dict[str, list[torch.Tensor]] = {}
+    for f in footage:
+        if f.kind == "prepared":
+            ds = FrameDataset(f.path, split=f.split)
+            frames = [ds[i]["image"] for i in range(0, len(ds), every)]
+        else:
+            frames = [bgr_to_tensor(fr.image) for fr in iter_frames(str(f.path), every=every)]
+        if not frames:
+            raise SilhouetteError(f"--clips {f.label}: no frames could be read")
+        out[f.label] = frames
+    return out
+
+
+def footage_summary(footage: Sequence[FaceFootage], clips: Mapping[str, Sequence[torch.Tensor]]) -> list[dict[str, Any]]:
+    """Per clip: label, path, kind, split, frames used and their size(s), for the scorecard."""
+    return [{"clip": f.label, "path": str(f.path.resolve()), "kind": f.kind, "split": f.split,
+             "frames": len(clips[f.label]), "resolution": frame_sizes(clips[f.label])} for f in footage]
+
+
+def frame_sizes(frames: Sequence[torch.Tensor]) -> str:
+    """'WxH' of the frames, or the distinct sizes joined by ', ' when they differ."""
+    sizes = dict.fromkeys(f"{f.shape[-1]}x{f.shape[-2]}" for f in frames)
+    return ", ".join(sizes)
+
+
 def run_face_attack(
     detectors: Sequence[FaceDetector],
     clips: Mapping[str, Sequence[torch.Tensor]],
@@ -240,8 +355,7 @@ def run_face_attack(
         variants: dict[str, list[torch.Tensor]] = {"obfuscated": obf}
         if reconstructor is not None:
             variants["reconstructed"] = [reconstructor(o.unsqueeze(0))[0] for o in obf]
-    res: dict[str, object] = {"clips": list(clips), "resolution": "x".join(map(str, clean[0].shape[:0:-1])),
-                              "iou_threshold": iou}
+    res: dict[str, object] = {"clips": list(clips), "resolution": frame_sizes(clean), "iou_threshold": iou}
     references = {} if references is None else references
     for det in detectors:
         if det.name not in references:

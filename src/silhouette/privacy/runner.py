@@ -47,6 +47,7 @@ class AttackConfig:
     recon_scratch: bool = False  # the reconstruction U-Net without its identity start
     reid_epochs: int | None = None
     face_detectors: list[str] | None = None  # None = every one usable here
+    face_clips: list[str] | None = None  # --clips: None = the shared Intel face clips
     utility: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: bool = True
     threads: int = 0
@@ -92,6 +93,7 @@ class AttackConfig:
         device = getattr(args, "device", None) or "auto"
         resolve_device(device)  # a cuda request on a machine without CUDA fails here, before any work
         dets = None if args.face_detectors in (None, "auto") else _csv(args.face_detectors)
+        face_clips = _face_clips(getattr(args, "clips", None), attacks)
         utility: dict[str, dict[str, Any]] = {}
         for spec in args.utility:
             if "=" in spec:
@@ -101,12 +103,27 @@ class AttackConfig:
                 utility.update(load_utility(spec))
         return cls(data=data, methods=methods, attacks=attacks, out=Path(args.out), checkpoint=args.checkpoint,
                    quick=args.quick, epochs=args.epochs, recon_scratch=getattr(args, "recon_scratch", False),
-                   reid_epochs=args.reid_epochs, face_detectors=dets,
+                   reid_epochs=args.reid_epochs, face_detectors=dets, face_clips=face_clips,
                    utility=utility, progress=not args.no_progress, threads=args.threads, device=device)
 
 
 def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _face_clips(given: list[str] | str | None, attacks: list[str]) -> list[str] | None:
+    """The --clips entries (repeatable, comma-separated), checked now so a bad path fails before any attack runs."""
+    if not given:
+        return None
+    specs = [c for g in ([given] if isinstance(given, str) else given) for c in _csv(g)]
+    if not specs:
+        raise SilhouetteError("--clips: empty list")
+    if "faces" not in attacks:
+        raise SilhouetteError("--clips is the footage of the faces attack; add faces to --attacks or drop --clips")
+    from silhouette.privacy.faces import resolve_footage
+
+    resolve_footage(specs)
+    return specs
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -297,6 +314,30 @@ def _setup_device(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def _face_setup(cfg: AttackConfig, notes: list[str]) -> tuple[list[Any], dict[str, list[torch.Tensor]], dict[str, Any]]:
+    """The face detectors to run, the face footage's frames and its meta entry (which also names it in `notes`)."""
+    from silhouette.privacy import faces as F_
+
+    names = cfg.face_detectors
+    if names is None:
+        usable = F_.available_face_detectors()
+        names = [n for n, why in usable.items() if not why]
+        notes.extend(f"face detector {n} not run: {why}" for n, why in usable.items() if why)
+        if not names:
+            raise SilhouetteError("faces attack: no face detector can run here (" + "; ".join(usable.values()) + ")")
+    detectors = [F_.build_face_detector(n) for n in names]
+    footage = F_.resolve_footage(cfg.face_clips)
+    clips = F_.load_footage(footage, every=5 if cfg.quick else 1)
+    summary = F_.footage_summary(footage, clips)
+    meta = {"clips": list(clips), "footage": summary, "iou_threshold": F_.DEFAULT_IOU,
+            "resolution": F_.frame_sizes([f for frames in clips.values() for f in frames]),
+            "haar_merge_iou": F_.HAAR_MERGE_IOU, "detectors": [d.name for d in detectors]}
+    # the scorecard must say whose faces these numbers are about: the shared Intel clips or the user's footage
+    notes.append("face attack footage: " + "; ".join(
+        f"{f.describe()}, {s['frames']} frame{'s' * (s['frames'] != 1)} at {s['resolution']}" for f, s in zip(footage, summary)))
+    return detectors, clips, meta
+
+
 def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
     """Run every requested attack on every method (cached per method in out/methods/), then write the scorecard."""
     import dataclasses
@@ -349,19 +390,7 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
     clips: dict[str, list[torch.Tensor]] = {}
     face_refs: dict[str, list[np.ndarray]] = {}
     if "faces" in cfg.attacks:
-        names = cfg.face_detectors
-        if names is None:
-            usable = F_.available_face_detectors()
-            names = [n for n, why in usable.items() if not why]
-            for n, why in usable.items():
-                if why:
-                    notes.append(f"face detector {n} not run: {why}")
-            if not names:
-                raise SilhouetteError("faces attack: no face detector can run here (" + "; ".join(usable.values()) + ")")
-        detectors = [F_.build_face_detector(n) for n in names]
-        clips = F_.load_face_clips(every=5 if cfg.quick else 1)
-        meta["faces"] = {"clips": list(clips), "resolution": "native 480x270", "iou_threshold": F_.DEFAULT_IOU,
-                         "detectors": [d.name for d in detectors]}
+        detectors, clips, meta["faces"] = _face_setup(cfg, notes)
 
     reid_train: list[dict[str, Any]] = []
     reid_test: list[dict[str, Any]] = []
@@ -419,7 +448,10 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
         made_by = ((row.get("reconstruction") or {}).get("recipe") or True) if attacker is not None else False
         if "faces" in cfg.attacks:
             t0 = time.perf_counter()
-            key = {"detectors": [d.name for d in detectors], "quick": cfg.quick, "reconstructed": made_by}
+            # other footage, or Haar counts from before duplicate boxes were merged, must not be reused
+            key = {"detectors": [d.name for d in detectors], "quick": cfg.quick, "reconstructed": made_by,
+                   "footage": [s["path"] + (f"@{s['split']}" if s["split"] else "") for s in meta["faces"]["footage"]],
+                   "haar_merge_iou": F_.HAAR_MERGE_IOU}
             if (row.get("faces") or {}).get("key") != key:
                 row["faces"] = {"key": key, **F_.run_face_attack(detectors, clips, transform, reconstructor,
                                                                  references=face_refs)}
