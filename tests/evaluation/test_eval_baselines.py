@@ -22,11 +22,12 @@ SWEEPS = {
     "noise": [0.0, 0.01, 0.03, 0.1, 0.3],
     "quantize": [256, 64, 16, 6, 3, 2],
     "pixelate": [1, 2, 4, 8, 16],
+    "downscale": [1.0, 2.0, 4.0, 8.0, 16.0],
 }
 
 
 def test_every_baseline_has_a_sweep() -> None:
-    assert set(SWEEPS) | {"fold"} == set(BASELINES)
+    assert set(SWEEPS) | {"fold", "greypix"} == set(BASELINES)
 
 
 def test_one_fold_is_the_warm_start_map_and_folds_collide_dark_with_bright(pets_frames: dict[str, torch.Tensor]) -> None:
@@ -64,6 +65,17 @@ def test_baseline_ssim_falls_as_obfuscation_grows(name: str, pets_frames: dict[s
     assert (SWEEPS[name][-1] > SWEEPS[name][0]) == base.increasing
 
 
+def test_grey_pixelation_drops_colour_and_resolution(pets_frames: dict[str, torch.Tensor]) -> None:
+    frame = pets_frames["pets_f0400"][None]
+    out = apply_baseline("greypix", frame, 4)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    assert torch.equal(out[..., :4, :4], out[..., :1, :1].expand_as(out[..., :4, :4]))
+    ssims = [similarity(frame[0], apply_baseline("greypix", frame, b)[0])["ssim"] for b in (1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(ssims, ssims[1:])), ssims
+    with pytest.raises(SilhouetteError, match="pixelation block"):
+        apply_baseline("greypix", frame, 0)
+
+
 def test_baselines_are_deterministic_and_reject_bad_parameters(pets_frames: dict[str, torch.Tensor]) -> None:
     frame = pets_frames["pets_f0000"][None]
     assert torch.equal(apply_baseline("noise", frame, 0.1), apply_baseline("noise", frame, 0.1))
@@ -71,7 +83,7 @@ def test_baselines_are_deterministic_and_reject_bad_parameters(pets_frames: dict
     assert len(torch.unique(q)) <= 4
     px = apply_baseline("pixelate", frame, 8)
     assert torch.equal(px[..., :8, :8], px[..., :1, :1].expand_as(px[..., :8, :8]))
-    for name, bad in (("quantize", 1), ("pixelate", 0), ("blur", -1.0), ("noise", -0.1)):
+    for name, bad in (("quantize", 1), ("pixelate", 0), ("blur", -1.0), ("noise", -0.1), ("downscale", 0.5)):
         with pytest.raises(SilhouetteError):
             apply_baseline(name, frame, bad)
     with pytest.raises(SilhouetteError, match="unknown baseline"):

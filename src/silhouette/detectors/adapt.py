@@ -75,24 +75,45 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def pair_detector(checkpoint: str | Path, **kwargs: object) -> OnnxZooDetector:
-    """The cloud half of a private pair: the detector file saved beside `checkpoint`, checked against its sha256."""
-    from silhouette.detectors import create_detector
-    from silhouette.models.checkpoint import read_checkpoint
+PAIR_FORMAT = "silhouette-finetune/1"  # pair.json of a fine-tuned baseline: a classic obfuscation + an adapted detector
 
-    checkpoint = Path(checkpoint)
-    pair = read_checkpoint(checkpoint).get("pair")
+
+def read_pair(path: str | Path) -> dict:
+    """{"detector", "file", "sha256"[, "baseline"]} of a private checkpoint (.pt) or a fine-tuned baseline (pair.json)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        import json
+
+        try:
+            pair = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SilhouetteError(f"--pair {path}: cannot be read as a fine-tuned baseline's pair.json ({type(exc).__name__})") from None
+        if not isinstance(pair, dict) or pair.get("format") != PAIR_FORMAT or "baseline" not in pair:
+            raise SilhouetteError(f"--pair {path}: not a fine-tuned baseline's pair.json (from `silhouette finetune`)")
+    else:
+        from silhouette.models.checkpoint import read_checkpoint
+
+        pair = read_checkpoint(path).get("pair")
     if not isinstance(pair, dict) or not {"detector", "file", "sha256"} <= pair.keys():
-        raise SilhouetteError(f"--pair {checkpoint}: not a private-mode checkpoint (it works with an unmodified "
+        raise SilhouetteError(f"--pair {path}: not a private-mode checkpoint (it works with an unmodified "
                               "detector); pass it as --checkpoint instead")
-    path = checkpoint.parent / str(pair["file"])
-    if not path.is_file():
-        raise SilhouetteError(f"--pair {checkpoint}: its detector {path} is missing; keep the two files of a pair together")
-    got = file_sha256(path)
+    return pair
+
+
+def pair_detector(path: str | Path, **kwargs: object) -> OnnxZooDetector:
+    """The cloud half of a pair: the detector file saved beside `path`, checked against the sha256 recorded there."""
+    from silhouette.detectors import create_detector
+
+    path = Path(path)
+    pair = read_pair(path)
+    det_file = path.parent / str(pair["file"])
+    if not det_file.is_file():
+        raise SilhouetteError(f"--pair {path}: its detector {det_file} is missing; keep the two files of a pair together")
+    got = file_sha256(det_file)
     if got != pair["sha256"]:
-        raise SilhouetteError(f"--pair {checkpoint}: {path} is not the detector this obfuscator was trained with "
+        raise SilhouetteError(f"--pair {path}: {det_file} is not the detector this obfuscator was trained with "
                               f"(sha256 {got[:12]}, expected {str(pair['sha256'])[:12]}); use the files saved together")
-    return create_detector(str(pair["detector"]), weights=str(path), **kwargs)
+    return create_detector(str(pair["detector"]), weights=str(det_file), **kwargs)
 
 
 def refuse_private(ckpt: dict, path: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""Classic obfuscation baselines (blur, noise, colour quantisation, pixelation) and AP-matched tuning.
+"""Classic obfuscation baselines (blur, noise, colour quantisation, pixelation, downscaling, grey pixelation) and
+AP-matched tuning.
 
 The paper compares its obfuscator with these at *matched utility*: each method's parameter is set so
 that the detector reaches the same person AP50 as on our obfuscated frames, then the similarity of
@@ -13,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from silhouette.detectors.base import Detections, Detector
 from silhouette.errors import SilhouetteError
@@ -73,6 +75,24 @@ def pixelate(images: torch.Tensor, block: float) -> torch.Tensor:
     h, w = images.shape[-2:]
     small = F.adaptive_avg_pool2d(images, (max(1, math.ceil(h / b)), max(1, math.ceil(w / b))))
     return F.interpolate(small, size=(h, w), mode="nearest")
+
+
+def downscale(images: torch.Tensor, factor: float) -> torch.Tensor:
+    """Shrink by `factor` (area averaging) and scale back up bilinearly: a low-resolution camera."""
+    check_image(images)
+    if factor < 1:
+        raise SilhouetteError(f"downscale factor must be >= 1, got {factor}")
+    h, w = images.shape[-2:]
+    small = F.interpolate(images, size=(max(1, round(h / factor)), max(1, round(w / factor))), mode="area")
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+
+
+def grey_pixelate(images: torch.Tensor, block: float) -> torch.Tensor:
+    """Luma only (BT.601), pixelated in `block`×`block` cells: no colour and little resolution leave the camera."""
+    check_image(images)
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    grey = (images * weights).sum(dim=1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
+    return pixelate(grey, block)
 
 
 def fold_intensities(images: torch.Tensor, folds: float) -> torch.Tensor:
@@ -137,6 +157,14 @@ BASELINES: dict[str, Baseline] = {
         "pixelate", "Pixelation", "block", pixelate, 1, 64, True,
         values=tuple(float(v) for v in range(1, 65)), describe=lambda p: f"{int(p)}×{int(p)} px blocks",
     ),
+    "downscale": Baseline(
+        "downscale", "Downscaling", "factor", downscale, 1.0, 32.0, True,
+        describe=lambda p: f"1/{p:g} resolution, bilinear back up",
+    ),
+    "greypix": Baseline(
+        "greypix", "Grey pixelation", "block", grey_pixelate, 1, 64, True,
+        values=tuple(float(v) for v in range(1, 65)), describe=lambda p: f"grey, {int(p)}×{int(p)} px blocks",
+    ),
     # not a classic baseline: the zero-MAC pointwise map the CPU recipe warm-starts the obfuscator on,
     # so a learned obfuscator can be judged against where its training began
     "fold": Baseline(
@@ -151,6 +179,26 @@ def get_baseline(name: str) -> Baseline:
     if name not in BASELINES:
         raise SilhouetteError(f"unknown baseline {name!r}; choose from: {', '.join(BASELINES)}")
     return BASELINES[name]
+
+
+class BaselineModule(nn.Module):
+    """A classic baseline ('pixelate:4') as a parameter-free module, so training and evaluation code can run it."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__()
+        method, _, param = spec.partition(":")
+        self.base = get_baseline(method.strip())
+        try:
+            self.value = float(param)
+        except ValueError:
+            raise SilhouetteError(f"--baseline {spec!r}: expected METHOD:NUMBER, e.g. pixelate:4") from None
+        if not self.base.low <= self.value <= self.base.high:
+            raise SilhouetteError(f"--baseline {spec!r}: {self.base.param} must be within [{self.base.low:g}, {self.base.high:g}]")
+        self.spec = f"{self.base.name}:{self.value:g}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The baseline applied to a [B,3,H,W] batch."""
+        return self.base.apply(x, self.value)
 
 
 def apply_baseline(name: str, images: torch.Tensor, param: float) -> torch.Tensor:

@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                           "or fold:1 (the pointwise map 2·min(x, 1-x) the CPU recipe warm-starts on)")
     src.add_argument("--clean", action="store_true", help="evaluate the unmodified frames (sanity check: relative AP 100%%)")
     src.add_argument("--pair", metavar="CKPT",
-                     help="a private-mode pair: the obfuscator checkpoint and the co-trained detector saved beside it "
-                          "(relative AP compares it with the unmodified detector on the clean frames)")
+                     help="a private-mode pair: the obfuscator checkpoint and the co-trained detector saved beside it, or "
+                          "the pair.json of a fine-tuned baseline (`silhouette finetune`); relative AP compares its "
+                          "detector with the unmodified detector on the clean frames")
     p.add_argument("--data", required=True, metavar="DIR", help="prepared dataset folder (from `silhouette prepare`)")
     p.add_argument("--split", metavar="SPLIT",
                    help="split to evaluate on: train, val, test or 'all' (default: test). Your own footage from a "
@@ -195,16 +196,21 @@ def _default_split(data: Path, cameras: list[str] | None) -> str:
 
 def _pair_source(args: argparse.Namespace) -> tuple:  # type: ignore[type-arg]
     """Obfuscator, description, detectors and clean-frame references of `--pair CKPT`."""
-    from silhouette.detectors.adapt import pair_detector
+    from silhouette.detectors.adapt import pair_detector, read_pair
     from silhouette.models.checkpoint import build_from_entry, read_checkpoint
 
     if args.detectors:
         raise SilhouetteError("--pair brings its own detector; drop --detectors")
-    ckpt = read_checkpoint(args.pair)
     det = pair_detector(args.pair)
-    name = f"{det.name} (co-trained)"
-    transform = build_from_entry(ckpt["obfuscator"], args.pair).eval()
-    return transform, f"private pair {args.pair}", {name: det}, {name: det.name}
+    pair = read_pair(args.pair)
+    if "baseline" in pair:  # a fine-tuned baseline: a classic obfuscation and a detector adapted to it
+        from silhouette.evaluation.baselines import BaselineModule
+
+        transform, what, name = BaselineModule(pair["baseline"]), f"fine-tuned baseline {pair['baseline']}", f"{det.name} (fine-tuned)"
+    else:
+        transform = build_from_entry(read_checkpoint(args.pair)["obfuscator"], args.pair).eval()
+        what, name = f"private pair {args.pair}", f"{det.name} (co-trained)"
+    return transform, what, {name: det}, {name: det.name}
 
 
 def reproduce_command(args: argparse.Namespace) -> int:

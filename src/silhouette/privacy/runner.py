@@ -74,6 +74,12 @@ class AttackConfig:
             from silhouette.detectors.adapt import pair_detector
 
             pair_detector(pair)  # the pair must be whole before its obfuscator is attacked
+            if str(pair).endswith(".json"):
+                from silhouette.detectors.adapt import read_pair
+
+                spec = read_pair(pair)["baseline"]
+                raise SilhouetteError(f"--pair {pair}: a fine-tuned baseline leaves the camera's frames as the baseline "
+                                      f"makes them; attack it as --methods {spec}")
         if args.methods or pair:
             methods = ([f"private={pair}"] if pair else []) + (_csv(args.methods) if args.methods else [])
         else:

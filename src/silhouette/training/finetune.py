@@ -1,0 +1,165 @@
+"""Fine-tuned baselines: the private pair's detector and budget, trained on the frames of a fixed classic obfuscation.
+
+A co-trained detector can make plain blur or pixelation strong too; this gives every baseline the same chance as
+private mode (same detector, targets, crops, epochs and learning rate), so the frontier compares like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from silhouette.detectors.adapt import PAIR_FORMAT as FORMAT
+from silhouette.errors import SilhouetteError
+from silhouette.evaluation.baselines import BaselineModule
+from silhouette.training.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class Finetuner:
+    """One fine-tuning run in `out`: `run()` trains (or resumes) and writes detector.onnx and pair.json."""
+
+    def __init__(self, cfg: Config, baseline: str, out: str | Path, resume: bool = False, progress: bool = True) -> None:
+        from silhouette.detectors import create_detector
+        from silhouette.detectors.adapt import trainable_detector
+        from silhouette.training.trainer import load_frames, seed_everything
+
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.transform = BaselineModule(baseline)
+        last = self.out / "last.pt"
+        if last.exists() and not resume:
+            raise SilhouetteError(f"{self.out} already holds a fine-tuning run; pass --resume or choose another --out")
+        if resume and not last.exists():
+            raise SilhouetteError(f"--resume: {last} not found; start without --resume")
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.seed)
+        root, d = Path(cfg.data.root), cfg.data
+        self.train_frames = load_frames(root, d.train_split, d.frame_stride, d.max_train_frames)
+        self.val_frames = load_frames(root, d.val_split, d.val_stride, d.max_val_frames)
+        self.label_detector = create_detector(cfg.detector.spec)
+        self.train_frames.labels, self.val_targets = self._targets(root)
+        self.detector = trainable_detector(cfg.detector.spec)
+        self.opt = torch.optim.AdamW(self.detector.torch_model().parameters(), lr=cfg.detector.lr,
+                                     weight_decay=cfg.train.weight_decay)
+        self.start_epoch, self.history = 0, []
+        if resume:
+            self._load(last)
+
+    def _targets(self, root: Path) -> tuple[list, list]:
+        """Train and val targets: human boxes, or the unmodified detector's boxes on the clean frames."""
+        from silhouette.training.trainer import gt_targets, pseudo_labels
+
+        c = self.cfg
+        if c.detector.targets == "gt":
+            return gt_targets(self.train_frames, root, c.data.train_split), gt_targets(self.val_frames, root, c.data.val_split)
+        thr = c.detector.score_threshold
+        return (pseudo_labels(root, self.train_frames, c.detector.spec, thr, c.data.train_split),
+                pseudo_labels(root, self.val_frames, c.detector.spec, thr, c.data.val_split))
+
+    def _batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list]:
+        """Cropped/flipped clean frames through the baseline, with targets moved along (as the trainer does)."""
+        from silhouette.detectors.base import Detections
+        from silhouette.training.trainer import _crop_and_flip, move_boxes, person_targets
+
+        d = self.cfg.data
+        x = self.train_frames.batch(idx)
+        geometry: list[tuple[int, int, bool]] = []
+        x = _crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry) if (d.crop or d.hflip or d.photometric) else x
+        if not geometry:
+            targets = [self.train_frames.labels[i] for i in idx]
+        elif self.cfg.detector.targets == "gt":
+            targets = []
+            for k, i in enumerate(idx):
+                moved, keep = move_boxes(self.train_frames.people[i][0], *geometry[k], x.shape[-2:], min_height=4.0)
+                targets.append(Detections(moved[keep], torch.ones(int(keep.sum())), torch.zeros(int(keep.sum()), dtype=torch.long)))
+        else:
+            with torch.no_grad():
+                targets = person_targets(self.label_detector.predict(x), self.cfg.detector.score_threshold)
+        with torch.no_grad():
+            return self.transform(x), targets
+
+    def _epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training frames, then validation AP50 of the exported detector."""
+        from tqdm import tqdm
+
+        from silhouette.training.engine import check_loss
+
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch * 7919)
+        order = torch.randperm(len(self.train_frames), generator=gen).tolist()
+        bs = self.cfg.train.batch_size
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        start, total = time.time(), 0.0
+        for idx in tqdm(batches, desc=f"fine-tune {self.transform.spec} {epoch + 1}/{self.cfg.train.epochs}",
+                        disable=not self.progress, leave=False):
+            x, targets = self._batch(idx, gen)
+            loss = self.detector.loss(x, targets)["loss"]
+            check_loss("detector loss", float(loss.detach()), self.cfg.train.max_loss)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += float(loss.detach())
+        row = {"epoch": epoch + 1, "loss_det": total / max(1, len(batches)), "epoch_s": round(time.time() - start, 2)}
+        row.update({f"val_{k}": v for k, v in self._validate().items()})
+        return row
+
+    def _validate(self) -> dict[str, float]:
+        """AP50 on the validation frames of the detector as it would be served (exported to ONNX)."""
+        from silhouette.detectors import create_detector
+        from silhouette.training.trainer import evaluate
+
+        path = self.out / "val.detector.onnx"
+        self.detector.export_onnx(path)
+        det = create_detector(self.cfg.detector.spec, weights=str(path), conf_threshold=self.cfg.eval.conf_threshold)
+        val = evaluate(self.transform, det, self.val_frames, self.val_targets, torch.device("cpu"),
+                       self.cfg.eval.batch_size, ssim_frames=1)
+        return {"ap50": val["ap50"], "ap": val["ap"]}
+
+    def run(self) -> dict[str, Any]:
+        """Train the remaining epochs (each saved atomically, so a killed run resumes) and write the pair."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        for epoch in range(self.start_epoch, self.cfg.train.epochs):
+            row = self._epoch(epoch)
+            self.history.append(row)
+            self._save(self.out / "last.pt", epoch + 1)
+            log.info("fine-tune %s epoch %d: %s", self.transform.spec, epoch + 1, row)
+        return self._write_pair()
+
+    def _save(self, path: Path, epoch: int) -> None:
+        from silhouette.fileio import atomic_path
+        from silhouette.training.trainer import rng_state
+
+        state = {"format": FORMAT, "baseline": self.transform.spec, "detector": self.cfg.detector.spec,
+                 "epoch": epoch, "history": self.history, "config": self.cfg.to_dict(), "rng": rng_state(),
+                 "state_dict": self.detector.torch_model().state_dict(), "optimizer": self.opt.state_dict()}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def _load(self, path: Path) -> None:
+        from silhouette.models.checkpoint import safe_torch_load
+        from silhouette.training.trainer import set_rng_state
+
+        state = safe_torch_load(path, "fine-tuning checkpoint")
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise SilhouetteError(f"--resume: {path} is not a fine-tuning checkpoint")
+        if (state["baseline"], state["detector"]) != (self.transform.spec, self.cfg.detector.spec):
+            raise SilhouetteError(f"--resume: {path} fine-tuned {state['detector']} on {state['baseline']}; keep the run's options")
+        self.detector.torch_model().load_state_dict(state["state_dict"])
+        self.opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.start_epoch, self.history = int(state["epoch"]), list(state["history"])
+
+    def _write_pair(self) -> dict[str, Any]:
+        """detector.onnx plus pair.json naming the baseline, the detector and the file's sha256."""
+        from silhouette.fileio import write_json
+
+        sha = self.detector.export_onnx(self.out / "detector.onnx")
+        pair = {"format": FORMAT, "baseline": self.transform.spec, "detector": self.cfg.detector.spec,
+                "file": "detector.onnx", "sha256": sha, "epochs": self.cfg.train.epochs, "history": self.history}
+        write_json(self.out / "pair.json", pair)
+        return pair
