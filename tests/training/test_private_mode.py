@@ -257,3 +257,18 @@ def test_private_obfuscator_refused_as_plain_checkpoint(pair: Path, pets_every: 
     assert code == 2 and "pass it as --pair" in err
     code, _, err = _main("evaluate", "--pair", "src/silhouette/assets/obfuscator_default.pt", "--data", str(pets_every(40)))
     assert code == 2 and "not a private-mode checkpoint" in err
+
+
+def test_scorecard_takes_gt_utility_from_a_pair_evaluation(pair: Path, pets_every: Callable[[int], Path], tmp_path: Path) -> None:
+    """evaluate --pair -> scorecard --utility private=...: the private row carries GT AP50 and count MAE vs GT."""
+    import json
+
+    from silhouette.privacy.scorecard import COLUMNS, flatten, utility_from_evaluation
+
+    code, _, err = _main("evaluate", "--pair", str(pair), "--data", str(pets_every(40)), "--no-progress", "--out", str(tmp_path))
+    assert code == 0, err
+    util = utility_from_evaluation(tmp_path / "evaluation.json")
+    row = json.loads((tmp_path / "evaluation.json").read_text())["detectors"]["yolox_nano (co-trained)"]
+    assert util["gt_ap50"] == row["gt"]["obfuscated"]["ap50"] and util["gt_count_mae"] == row["count"]["obf_vs_gt"]["mae"]
+    flat = flatten({"method": "private", "utility": util})
+    assert flat["gt_ap50"] == util["gt_ap50"] and "gt_ap50" in [c[0] for c in COLUMNS]
