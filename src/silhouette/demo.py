@@ -6,29 +6,36 @@ import argparse
 import csv
 import logging
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from silhouette.errors import SilhouetteError
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
+
+
+DEFAULT_PAIR_NAME = "obfuscator_private.pt"  # the shipped private pair, beside its .detector.onnx in assets/
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `demo` command."""
     p = sub.add_parser(
         "demo",
-        help="obfuscate the PETS 2009 test frames, detect people on them, write counts and pictures",
+        help="both modes side by side on the PETS 2009 test frames: counts and pictures",
         description=(
-            "Prepare the PETS 2009 footage, obfuscate its test split with the shipped obfuscator, run an "
-            "unmodified zoo detector on clean and obfuscated frames, and write a side-by-side picture, "
-            "a counts plot and counts.csv. Without a shipped obfuscator it shows the clean counts only."
+            "Prepare the PETS 2009 footage and count the people of its test split three ways: the unmodified detector on "
+            "the original frames, compatible mode (the shipped obfuscator, the unmodified detector) and private mode "
+            "(the shipped private pair: its obfuscator and its co-trained detector). Writes side_by_side.png, "
+            "counts.png and counts.csv. A mode whose files are not installed is left out with a warning."
         ),
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
-    p.add_argument("--data", type=Path, default=None, help="prepared pets2009 folder (default: OUT/pets2009)")
-    p.add_argument("--detector", default="yolox_nano", help="zoo detector that plays the cloud service")
-    p.add_argument("--checkpoint", type=Path, default=None, help="obfuscator checkpoint (default: the shipped one)")
+    p.add_argument("--data", type=Path, default=None, help="prepared pets2009 folder, used as it is (default: OUT/pets2009, prepared on first use)")
+    p.add_argument("--detector", default="yolox_nano", help="zoo detector that plays the cloud service in compatible mode")
+    p.add_argument("--checkpoint", type=Path, default=None, help="compatible-mode obfuscator (default: the shipped one)")
+    p.add_argument("--pair", type=Path, default=None, help="private-mode pair checkpoint (default: the shipped one)")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N test frames (quick look)")
     p.add_argument("--threshold", type=float, default=0.3, help="person score threshold for counting")
     p.set_defaults(func=run_demo)
@@ -38,74 +45,91 @@ def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _modes(args: argparse.Namespace, detector: object) -> dict[str, tuple[object, object]]:
+    """{mode: (obfuscator, detector)}; a shipped file that is missing drops its mode with a warning."""
+    from silhouette.detectors.adapt import pair_detector
+    from silhouette.models.checkpoint import build_from_entry, load_obfuscator, read_checkpoint
+    from silhouette.paths import ASSETS_DIR
+
+    modes: dict[str, tuple[object, object]] = {}
+    try:
+        modes["compatible"] = (load_obfuscator(args.checkpoint), detector)
+    except SilhouetteError as exc:
+        if args.checkpoint is not None:
+            raise
+        log.warning("%s; compatible mode left out", exc)
+    pair = args.pair or ASSETS_DIR / DEFAULT_PAIR_NAME
+    if args.pair is None and not pair.is_file():
+        log.warning("no private pair installed (%s); private mode left out", pair)
+        return modes
+    modes["private"] = (build_from_entry(read_checkpoint(pair)["obfuscator"], pair).eval(), pair_detector(pair))
+    return modes
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit status."""
-    from tqdm import tqdm
-
     from silhouette.data import FrameDataset, prepare_dataset
     from silhouette.detectors import create_detector
-    from silhouette.evaluation.metrics import count_error
-    from silhouette.models import load_obfuscator
 
     out: Path = args.out
     detector = create_detector(args.detector)  # fail on a bad name before minutes of decoding
+    modes = _modes(args, detector)
     data_root = args.data or out / "pets2009"
-    prepare_dataset("pets2009", data_root)
+    if args.data is None or not (data_root / "manifest.json").is_file():
+        prepare_dataset("pets2009", data_root)  # a --data folder that is already prepared is used as it is
     ds = FrameDataset(data_root, split="test")
     n = len(ds) if args.max_frames is None else min(len(ds), args.max_frames)
     if n == 0:
         raise SilhouetteError(f"{data_root}: the test split is empty")
-    try:
-        obfuscator = load_obfuscator(args.checkpoint)
-    except SilhouetteError as exc:
-        if args.checkpoint is not None:
-            raise
-        log.warning("%s; showing clean-frame counts only", exc)
-        obfuscator = None
+    rows, dets, example = _count_all(ds, n, detector, modes, args.threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_counts(out / "counts.csv", rows)
+    _plot_counts(out / "counts.png", rows, list(modes))
+    _side_by_side(out / "side_by_side.png", example)
+    _print_summary(args, n, dets)
+    print(f"wrote {out / 'counts.csv'}, {out / 'counts.png'}, {out / 'side_by_side.png'}")
+    return 0
+
+
+def _count_all(ds: object, n: int, detector: object, modes: dict, threshold: float) -> tuple[list, dict, list]:
+    """Per-frame counts of GT, clean and every mode; detections per column; the first frame's panels."""
+    import torch
+    from tqdm import tqdm
+
+    from silhouette.detectors.base import Detections
 
     rows: list[dict[str, object]] = []
-    clean_dets, obf_dets, gt = [], [], []
-    example: tuple[torch.Tensor, torch.Tensor | None, object, object] | None = None
+    dets: dict[str, list] = {"gt": [], "clean": [], **{m: [] for m in modes}}
+    example: list = []
     for idx in tqdm(_batches(n, 8), desc="demo", unit="batch"):
         items = [ds[i] for i in idx]
         images = torch.stack([it["image"] for it in items])
         with torch.no_grad():
-            obf = obfuscator(images) if obfuscator is not None else None
-        dc = detector.predict(images)
-        do = detector.predict(obf) if obf is not None else [None] * len(items)
-        for it, c, o in zip(items, dc, do):
-            from silhouette.detectors.base import Detections
+            outs = {m: obf(images) for m, (obf, _) in modes.items()}
+        found = {"clean": detector.predict(images), **{m: modes[m][1].predict(o) for m, o in outs.items()}}
+        for j, it in enumerate(items):
+            b = it["gt_boxes"]
+            dets["gt"].append(Detections(b, torch.ones(len(b)), torch.zeros(len(b), dtype=torch.int64)))
+            row: dict[str, object] = {"frame_index": it["frame_index"], "gt": len(b)}
+            for col, per_frame in found.items():
+                dets[col].append(per_frame[j].persons(threshold))
+                row[col] = len(dets[col][-1])
+            rows.append(row)
+        if not example:
+            example = [("original (never leaves the camera)", images[0], dets["clean"][-len(items)])]
+            example += [(f"{m} mode (what the cloud sees)", outs[m][0], dets[m][-len(items)]) for m in modes]
+    return rows, dets, example
 
-            g = Detections(it["gt_boxes"], torch.ones(len(it["gt_boxes"])), torch.zeros(len(it["gt_boxes"]), dtype=torch.int64))
-            clean_dets.append(c.persons(args.threshold))
-            gt.append(g)
-            if o is not None:
-                obf_dets.append(o.persons(args.threshold))
-            rows.append(
-                {
-                    "frame_index": it["frame_index"],
-                    "gt": len(g),
-                    "clean": len(c.persons(args.threshold)),
-                    "obfuscated": "" if o is None else len(o.persons(args.threshold)),
-                }
-            )
-        if example is None:
-            example = (images[0], None if obf is None else obf[0], dc[0].persons(args.threshold), do[0] and do[0].persons(args.threshold))
 
-    out.mkdir(parents=True, exist_ok=True)
-    _write_counts(out / "counts.csv", rows)
-    _plot_counts(out / "counts.png", rows)
-    assert example is not None
-    _side_by_side(out / "side_by_side.png", *example)
-    summary = {"clean_vs_gt": count_error(clean_dets, gt)}
-    if obf_dets:
-        summary["obfuscated_vs_clean"] = count_error(obf_dets, clean_dets)
-        summary["obfuscated_vs_gt"] = count_error(obf_dets, gt)
-    print(f"{n} PETS 2009 test frames, detector {args.detector}, threshold {args.threshold}")
-    for k, v in summary.items():
-        print(f"  count error {k:>20}: MAE {v['mae']:.2f} persons/frame (bias {v['bias']:+.2f})")
-    print(f"wrote {out / 'counts.csv'}, {out / 'counts.png'}, {out / 'side_by_side.png'}")
-    return 0
+def _print_summary(args: argparse.Namespace, n: int, dets: dict) -> None:
+    """Count error of every column against GT (and the modes against the clean detector)."""
+    from silhouette.evaluation.metrics import count_error
+
+    print(f"{n} PETS 2009 test frames, threshold {args.threshold}; compatible mode uses {args.detector} unmodified, "
+          "private mode its co-trained detector")
+    for col in [c for c in dets if c != "gt"]:
+        v = count_error(dets[col], dets["gt"])
+        print(f"  {col:>10} vs ground truth: count MAE {v['mae']:.2f} persons/frame (bias {v['bias']:+.2f})")
 
 
 def _write_counts(path: Path, rows: list[dict[str, object]]) -> None:
@@ -117,7 +141,7 @@ def _write_counts(path: Path, rows: list[dict[str, object]]) -> None:
         w.writerows(rows)
 
 
-def _plot_counts(path: Path, rows: list[dict[str, object]]) -> None:
+def _plot_counts(path: Path, rows: list[dict[str, object]], modes: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,9 +152,9 @@ def _plot_counts(path: Path, rows: list[dict[str, object]]) -> None:
     x = [r["frame_index"] for r in rows]
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.plot(x, [r["gt"] for r in rows], label="ground truth", color="black", lw=1.5)
-    ax.plot(x, [r["clean"] for r in rows], label="detector on clean frames", lw=1)
-    if rows[0]["obfuscated"] != "":
-        ax.plot(x, [r["obfuscated"] for r in rows], label="detector on obfuscated frames", lw=1)
+    ax.plot(x, [r["clean"] for r in rows], label="detector on original frames", lw=1)
+    for m in modes:
+        ax.plot(x, [r[m] for r in rows], label=f"{m} mode", lw=1)
     ax.set_xlabel("frame")
     ax.set_ylabel("persons")
     ax.legend(loc="upper left", fontsize=8)
@@ -140,7 +164,7 @@ def _plot_counts(path: Path, rows: list[dict[str, object]]) -> None:
     plt.close(fig)
 
 
-def _side_by_side(path: Path, clean: torch.Tensor, obf: torch.Tensor | None, dc: object, do: object) -> None:
+def _side_by_side(path: Path, panels: list[tuple[str, torch.Tensor, object]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,15 +173,12 @@ def _side_by_side(path: Path, clean: torch.Tensor, obf: torch.Tensor | None, dc:
 
     from silhouette.fileio import atomic_path
 
-    panels = [("original (never leaves the camera)", clean, dc)]
-    if obf is not None:
-        panels.append(("obfuscated (what the cloud sees)", obf, do))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3))
-    for ax, (title, img, dets) in zip(list(axes) if len(panels) > 1 else [axes], panels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3), squeeze=False)
+    for ax, (title, img, found) in zip(axes[0], panels):
         ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
-        for b in dets.boxes.tolist():
+        for b in found.boxes.tolist():
             ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color="lime", lw=1))
-        ax.set_title(f"{title}: {len(dets)} persons", fontsize=8)
+        ax.set_title(f"{title}: {len(found)} persons", fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     with atomic_path(path) as tmp:
