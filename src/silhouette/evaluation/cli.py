@@ -166,7 +166,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     print(format_evaluation(res))
     if args.out:
         out = Path(args.out) / "evaluation.json"
-        write_json(out, jsonable(res))
+        from silhouette.provenance import provenance
+
+        write_json(out, {**jsonable(res), "provenance": provenance()})
         print(f"wrote {out}")
     return 0
 

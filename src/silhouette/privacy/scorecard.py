@@ -215,7 +215,10 @@ def write_scorecard(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], meta
     paths = {"json": out / "scorecard.json", "markdown": out / "scorecard.md", "plot": out / "tradeoff.png"}
     prior = (meta or {}).get("scene_prior")
     notes = [*notes, *failed_attacker_notes(flat, prior)]
-    write_json(paths["json"], {"meta": dict(meta or {}), "rows": flat, "results": list(rows), "notes": notes})
+    from silhouette.provenance import provenance
+
+    write_json(paths["json"], {"meta": dict(meta or {}), "rows": flat, "results": list(rows), "notes": notes,
+                               "provenance": provenance()})
     with atomic_open(paths["markdown"], "w", encoding="utf-8") as fh:
         fh.write(to_markdown(flat, notes, prior))
     plot_tradeoff(flat, paths["plot"], prior=prior)

@@ -161,5 +161,7 @@ class Finetuner:
         sha = self.detector.export_onnx(self.out / "detector.onnx")
         pair = {"format": FORMAT, "baseline": self.transform.spec, "detector": self.cfg.detector.spec,
                 "file": "detector.onnx", "sha256": sha, "epochs": self.cfg.train.epochs, "history": self.history}
-        write_json(self.out / "pair.json", pair)
+        from silhouette.provenance import provenance
+
+        write_json(self.out / "pair.json", {**pair, "provenance": provenance()})
         return pair

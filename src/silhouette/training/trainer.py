@@ -382,6 +382,11 @@ class Trainer:
         )
         if self.dist.is_main:
             save_config(cfg, self.out / "config.yaml")
+            from silhouette.fileio import write_json
+            from silhouette.provenance import provenance
+
+            # which code, command and machine made this run (a resumed run records its latest start)
+            write_json(self.out / "provenance.json", provenance())
 
     def _init_from(self, path: str, obf: nn.Module, deobf: nn.Module) -> None:
         """Load a trained checkpoint's obfuscator (and its deobfuscator, if it has one) in place of the warm start."""
