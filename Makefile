@@ -10,10 +10,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned to the release this project is tested with
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	# every extra (serve, ray, train, eval, privacy) and the test tools; the camera alone needs only `pip install .`
 	$(PY) -m pip install -q -e ".[dev]"
-	# MTCNN for the face-exposure attack: its weights ship in the wheel, but its metadata pins an old torch
-	$(PY) -m pip install -q "requests>=2.31"
-	$(PY) -m pip install -q --no-deps "facenet-pytorch==2.6.0"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -50,7 +50,8 @@ def _held_out(student: torch.nn.Module, teacher: Callable[[np.ndarray], np.ndarr
 
 def main(argv: list[str] | None = None) -> int:
     """Distil for --minutes, save the student, print and write the held-out agreement."""
-    from silhouette.deploy.pipeline import OnnxRunner, cached_onnx
+    from silhouette.edge.export import cached_onnx
+    from silhouette.edge.runtime import OnnxRunner
     from silhouette.fileio import write_json
     from silhouette.models import build_obfuscator, count_macs, count_params, load_obfuscator, save_checkpoint
     from silhouette.training.trainer import _crop_and_flip

@@ -40,8 +40,10 @@ def _time(fn: Callable[[], object], warmup: int, min_repeats: int, min_seconds: 
 
 def main(argv: list[str] | None = None) -> int:
     """Time every obfuscator variant and zoo detector on one core; print a table and write JSON."""
-    from silhouette.deploy.export import CALIB_RANGE, export_onnx, pets_frames, quantize_int8
-    from silhouette.deploy.pipeline import DEFAULT_CHECKPOINT, OnnxRunner, TorchRunner, bgr_batch
+    from silhouette.edge.export import CALIB_RANGE, export_onnx, pets_frames, quantize_int8
+    from silhouette.edge.runtime import OnnxRunner, TorchRunner
+    from silhouette.imaging import bgr_batch
+    from silhouette.paths import DEFAULT_CHECKPOINT
     from silhouette.detectors import create_detector
     from silhouette.detectors.onnx_zoo import zoo_names
     from silhouette.fileio import write_json

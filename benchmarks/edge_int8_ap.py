@@ -32,7 +32,7 @@ def main() -> int:
 
     from silhouette.data import FrameDataset, prepare_dataset
     from silhouette.data.labels import ensure_pseudo_labels
-    from silhouette.deploy.export import export_onnx, quantize_int8
+    from silhouette.edge.export import export_onnx, quantize_int8
     from silhouette.detectors import create_detector
     from silhouette.evaluation.metrics import person_ap
     from silhouette.fileio import write_json

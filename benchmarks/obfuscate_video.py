@@ -28,7 +28,7 @@ def make_video(path: Path, frames: int, unique: int) -> Path:
     """A 320x200 mp4v video of `frames` frames: `unique` evenly spaced PETS frames, looped."""
     import cv2
 
-    from silhouette.deploy.export import pets_frames
+    from silhouette.edge.export import pets_frames
 
     images = pets_frames(0, 795, unique, SIZE)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, SIZE)
@@ -42,7 +42,7 @@ def make_video(path: Path, frames: int, unique: int) -> Path:
 
 def time_run(video: Path, runner, out: Path, batch: int) -> dict:  # noqa: ANN001 - Runner
     """One obfuscate_source run: frames, end-to-end and model-only frames/s."""
-    from silhouette.deploy.pipeline import obfuscate_source
+    from silhouette.edge.pipeline import obfuscate_source
 
     rep = obfuscate_source(str(video), runner, out, size=SIZE, progress=False, batch=batch)
     return {"frames": rep.frames, "seconds": rep.seconds, "fps": rep.fps, "model_fps": rep.model_fps}
@@ -63,7 +63,9 @@ def time_setting(video: Path, runner, out: Path, batch: int, repeats: int) -> di
 
 def main(argv: list[str] | None = None) -> int:
     """Time the pipeline for each checkpoint and batch size; print a markdown table and write JSON."""
-    from silhouette.deploy.pipeline import DEFAULT_CHECKPOINT, OnnxRunner, cached_onnx
+    from silhouette.edge.export import cached_onnx
+    from silhouette.edge.runtime import OnnxRunner
+    from silhouette.paths import DEFAULT_CHECKPOINT
     from silhouette.fileio import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

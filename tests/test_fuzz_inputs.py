@@ -53,7 +53,7 @@ def seeds(shared: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    from silhouette.deploy.service import create_app
+    from silhouette.serve.app import create_app
 
     with TestClient(create_app("fastestdet", None, max_bytes=1 << 20)) as c:
         yield c
@@ -62,12 +62,12 @@ def client() -> TestClient:
 @FUZZ
 @given(st.data())
 def test_service_decoder_answers_4xx_or_an_image(seeds: dict[str, bytes], data: st.DataObject) -> None:
-    from silhouette.deploy.service import ImageError, decode_image
+    from silhouette.wire import ImageError, decode_frame
 
     blob = _mutate(data, seeds[data.draw(st.sampled_from(sorted(seeds)))]) if data.draw(st.booleans()) \
         else data.draw(st.binary(max_size=300))
     try:
-        arr = decode_image(blob, max_pixels=4096 * 4096)
+        arr = decode_frame(blob, max_pixels=4096 * 4096)
     except ImageError as exc:
         assert 400 <= exc.status < 500 and "\n" not in str(exc)
         return

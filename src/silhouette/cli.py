@@ -18,9 +18,29 @@ COMMAND_MODULES = [
     "silhouette.training.cli",
     "silhouette.evaluation.cli",
     "silhouette.privacy.cli",
-    "silhouette.deploy.cli",
+    "silhouette.edge.cli",
+    "silhouette.serve.cli",
     "silhouette.demo",
 ]
+# what `pip install 'silhouette[EXTRA]'` brings for a module a command imports when it runs (core: the camera only)
+EXTRA_OF = {
+    "torch": "train", "torchvision": "train", "onnx": "train", "onnx2torch": "train", "tensorboard": "train",
+    "torchmetrics": "eval", "faster_coco_eval": "eval", "skimage": "eval", "matplotlib": "eval",
+    "facenet_pytorch": "privacy",
+    "fastapi": "serve", "starlette": "serve", "uvicorn": "serve", "h11": "serve", "python_multipart": "serve",
+    "multipart": "serve", "prometheus_client": "serve", "pydantic": "serve", "sqlalchemy": "serve",
+}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from silhouette import provenance
+
+    # result files record the command as typed, also when main() runs in-process (tests, notebooks)
+    provenance.COMMAND = ["silhouette", *(sys.argv[1:] if argv is None else argv)]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
@@ -59,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except SilhouetteError as exc:
         print(f"silhouette {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:  # not an optional dependency: a real bug, keep its traceback
+            raise
+        print(f"silhouette {args.command}: error: needs the {exc.name.split('.')[0]} package, which is not installed: "
+              f"pip install 'silhouette[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"silhouette {args.command}: interrupted", file=sys.stderr)

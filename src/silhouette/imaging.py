@@ -1,42 +1,44 @@
-"""The one image convention: float32 RGB in [0, 1], NCHW torch tensors; helpers to cross it."""
+"""The one image convention: float32 RGB in [0, 1], NCHW; helpers to cross it.
+
+The numpy helpers (file headers, decoding, BGR <-> float CHW arrays) are the camera's route and import no torch;
+the tensor helpers import torch when called, so a camera without torch can use this module.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from silhouette.errors import SilhouetteError
+
+if TYPE_CHECKING:
+    import torch
 
 # The largest image any command or the service decodes: checked from the header before any pixel is decoded,
 # so a small file that claims a huge canvas (a decompression bomb) costs nothing.
 MAX_PIXELS = 4096 * 4096
 
 
-def bgr_to_tensor(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 BGR (OpenCV) -> 3xHxW float RGB in [0, 1]."""
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise SilhouetteError(f"expected an HxWx3 uint8 BGR image, got dtype {img.dtype} shape {img.shape}")
-    return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).permute(2, 0, 1).float().div_(255.0)
+# --- numpy: the camera's route ---
 
 
-def tensor_to_bgr(t: torch.Tensor) -> np.ndarray:
-    """3xHxW float RGB in [0, 1] -> HxWx3 uint8 BGR, rounded to nearest."""
-    check_image(t.unsqueeze(0) if t.ndim == 3 else t)
-    t = t.squeeze(0) if t.ndim == 4 else t
-    arr = t.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return np.ascontiguousarray(arr[:, :, ::-1])
+def bgr_to_chw(image: np.ndarray) -> np.ndarray:
+    """One HxWx3 uint8 BGR frame -> float32 [3,H,W] RGB in [0,1] (as bgr_to_tensor, without torch)."""
+    arr = image[..., ::-1].astype(np.float32) * np.float32(1.0 / 255.0)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def check_image(x: torch.Tensor) -> None:
-    """Raise a clear error unless `x` is a float Bx3xHxW tensor."""
-    if not isinstance(x, torch.Tensor):
-        raise SilhouetteError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise SilhouetteError(f"expected a float image batch in [0, 1], got dtype {x.dtype}; divide uint8 images by 255")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise SilhouetteError(f"expected an image batch of shape [B, 3, H, W], got {tuple(x.shape)}")
+def bgr_batch(images: list[np.ndarray]) -> np.ndarray:
+    """HxWx3 uint8 BGR frames (same size) -> float32 [B,3,H,W] RGB in [0,1]."""
+    return np.stack([bgr_to_chw(im) for im in images])
+
+
+def batch_to_bgr(batch: np.ndarray) -> list[np.ndarray]:
+    """float [B,3,H,W] RGB in [0,1] -> HxWx3 uint8 BGR frames, rounded to nearest (as tensor_to_bgr)."""
+    u8 = np.clip(np.rint(np.clip(batch, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    return [np.ascontiguousarray(x.transpose(1, 2, 0)[..., ::-1]) for x in u8]
 
 
 def pixel_limit(max_pixels: int | None = None) -> int:
@@ -106,6 +108,40 @@ def decode_image_file(path: str | Path, max_pixels: int | None = None) -> np.nda
     if img is None:
         raise SilhouetteError(f"{path}: cannot read as an image (corrupt or unsupported format)")
     return img
+
+
+# --- torch tensors: training, evaluation and the service's detectors ---
+
+
+def bgr_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 BGR (OpenCV) -> 3xHxW float RGB in [0, 1]."""
+    import torch
+
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise SilhouetteError(f"expected an HxWx3 uint8 BGR image, got dtype {img.dtype} shape {img.shape}")
+    return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).permute(2, 0, 1).float().div_(255.0)
+
+
+def tensor_to_bgr(t: torch.Tensor) -> np.ndarray:
+    """3xHxW float RGB in [0, 1] -> HxWx3 uint8 BGR, rounded to nearest."""
+    import torch
+
+    check_image(t.unsqueeze(0) if t.ndim == 3 else t)
+    t = t.squeeze(0) if t.ndim == 4 else t
+    arr = t.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(arr[:, :, ::-1])
+
+
+def check_image(x: torch.Tensor) -> None:
+    """Raise a clear error unless `x` is a float Bx3xHxW tensor."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise SilhouetteError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise SilhouetteError(f"expected a float image batch in [0, 1], got dtype {x.dtype}; divide uint8 images by 255")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise SilhouetteError(f"expected an image batch of shape [B, 3, H, W], got {tuple(x.shape)}")
 
 
 def read_image(path: str | Path, max_pixels: int | None = None) -> torch.Tensor:

@@ -12,6 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
 DEFAULT_CHECKPOINT = ASSETS_DIR / "obfuscator_default.pt"  # what every command uses without --checkpoint
+# the same obfuscator exported to ONNX: what the camera runs without --checkpoint, so it needs no torch
+DEFAULT_ONNX = DEFAULT_CHECKPOINT.with_suffix(".onnx")
 
 
 def shared_dir(required: bool = True) -> Path:

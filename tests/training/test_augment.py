@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from silhouette.deploy.export import pets_frames
-from silhouette.deploy.pipeline import bgr_batch
+from silhouette.edge.export import pets_frames
+from silhouette.imaging import bgr_batch
 from silhouette.training.trainer import _crop_and_flip, photometric_jitter
 
 

@@ -23,7 +23,7 @@ class FaceAdversary(nn.Module):
             from facenet_pytorch.models.mtcnn import PNet
         except ImportError as exc:
             raise SilhouetteError(f"train.face_weight needs facenet-pytorch for MTCNN's P-Net ({exc}); "
-                                  "install it with `pip install --no-deps facenet-pytorch`") from exc
+                                  "install it with `pip install 'silhouette[privacy]'`") from exc
         if not 0 < top_fraction <= 1 or not scales or any(s <= 0 or s > 1 for s in scales):
             raise SilhouetteError(f"face adversary: scales in (0, 1] and top_fraction in (0, 1], got {scales}, {top_fraction}")
         self.pnet = PNet(pretrained=True).eval()

@@ -20,9 +20,9 @@ def _jpeg(img: np.ndarray, q: int = 90) -> bytes:
 
 def _expected(detector, jpeg: bytes) -> list:
     """What the detector itself finds on the image the server decodes (RGB from the same JPEG)."""
-    from silhouette.deploy.service import decode_image
+    from silhouette.wire import decode_frame
 
-    rgb = decode_image(jpeg)
+    rgb = decode_frame(jpeg)
     t = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0)
     return detector.predict(t)[0].persons()
 
@@ -142,7 +142,7 @@ def test_concurrent_requests_are_batched(detector, testdata_bgr) -> None:
     """Eight simultaneous requests run as detector batches (batch size 8) and each gets its own answer."""
     import asyncio
 
-    from silhouette.deploy.service import create_app
+    from silhouette.serve.app import create_app
 
     app = create_app("yolox_nano", None, detector=detector, batch_size=8, batch_wait_ms=200)
     bodies = [_jpeg(testdata_bgr[i % 3]) for i in range(8)]
@@ -163,7 +163,7 @@ def test_concurrent_requests_are_batched(detector, testdata_bgr) -> None:
 
 
 def test_rolling_counts_bounded() -> None:
-    from silhouette.deploy.service import RollingCounts
+    from silhouette.serve.metrics import RollingCounts
 
     rc = RollingCounts(window=5, max_cameras=3)
     for cam in range(5):
@@ -175,7 +175,7 @@ def test_rolling_counts_bounded() -> None:
 
 
 def test_api_key_sources(tmp_path, monkeypatch) -> None:
-    from silhouette.deploy.service import load_api_key
+    from silhouette.wire import load_api_key
     from silhouette.errors import SilhouetteError
 
     f = tmp_path / "key"
@@ -189,3 +189,16 @@ def test_api_key_sources(tmp_path, monkeypatch) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(SilhouetteError, match="empty"):
         load_api_key(None, tmp_path / "empty")
+
+
+def test_worker_processes_find_the_app_and_protocol_by_name() -> None:
+    """`serve --workers N` hands uvicorn import strings; they must name what the split modules define."""
+    from uvicorn.importer import import_from_string
+
+    from silhouette.serve import app, connections
+    from silhouette.serve.limits import ConnectionLimits
+    from silhouette.serve.server import WORKER_APP
+
+    assert import_from_string(WORKER_APP) is app.app_from_env
+    protocol = import_from_string(connections.uvicorn_options(ConnectionLimits(), by_name=True)["http"])
+    assert protocol is connections.GuardedH11Protocol

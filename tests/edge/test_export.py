@@ -12,7 +12,7 @@ import pytest
 
 
 def test_fp32_export_is_valid_dynamic_and_matches_torch(obf_model, onnx_path: Path) -> None:
-    from silhouette.deploy.export import parity
+    from silhouette.edge.export import parity
 
     proto = onnx.load(str(onnx_path))
     onnx.checker.check_model(proto, full_check=True)
@@ -27,7 +27,7 @@ def test_fp32_export_is_valid_dynamic_and_matches_torch(obf_model, onnx_path: Pa
 def test_onnx_cache_is_keyed_by_checkpoint_content(obf_model, checkpoint: Path, onnx_path: Path, tmp_path: Path) -> None:
     import torch
 
-    from silhouette.deploy.pipeline import cached_onnx
+    from silhouette.edge.export import cached_onnx
     from silhouette.models import save_checkpoint
 
     before = onnx_path.stat().st_mtime_ns
@@ -43,7 +43,8 @@ def test_onnx_cache_is_keyed_by_checkpoint_content(obf_model, checkpoint: Path, 
 
 
 def test_onnx_and_torch_runners_agree_on_real_frames(checkpoint: Path, testdata_bgr) -> None:
-    from silhouette.deploy.pipeline import EdgeObfuscator, load_runner
+    from silhouette.edge.pipeline import EdgeObfuscator
+    from silhouette.edge.runtime import load_runner
 
     a = EdgeObfuscator(load_runner(checkpoint, "onnx"))
     b = EdgeObfuscator(load_runner(checkpoint, "torch"))
@@ -52,10 +53,34 @@ def test_onnx_and_torch_runners_agree_on_real_frames(checkpoint: Path, testdata_
         assert diff.max() <= 1  # rounding of float outputs to uint8 may differ by one level
 
 
+@pytest.mark.parametrize("name", ["obfuscator_default", "obfuscator_edge"])
+def test_shipped_onnx_is_the_shipped_checkpoint(name: str, testdata_bgr) -> None:
+    """The .onnx a torch-free camera runs is the .pt beside it: re-export after retraining (silhouette export)."""
+    from silhouette.edge.pipeline import EdgeObfuscator
+    from silhouette.edge.runtime import load_runner
+    from silhouette.paths import ASSETS_DIR
+
+    shipped = ASSETS_DIR / f"{name}.onnx"
+    onnx.checker.check_model(onnx.load(str(shipped)), full_check=True)
+    a = EdgeObfuscator(load_runner(shipped, "onnx"))
+    b = EdgeObfuscator(load_runner(ASSETS_DIR / f"{name}.pt", "torch"))
+    for f in testdata_bgr:
+        assert np.abs(a(f).astype(int) - b(f).astype(int)).max() <= 1  # float outputs may round to another level
+
+
+def test_default_runner_is_the_shipped_onnx() -> None:
+    """Without --checkpoint the camera runs the shipped .onnx directly: nothing is exported, no torch is needed."""
+    from silhouette.edge.runtime import load_runner
+    from silhouette.paths import DEFAULT_ONNX
+
+    assert load_runner(None, "onnx").path == DEFAULT_ONNX
+
+
 @pytest.mark.slow
 def test_export_cli_with_int8_reports_parity_and_ap(checkpoint: Path, tmp_path: Path, capsys) -> None:
     from silhouette.cli import main
-    from silhouette.deploy.pipeline import OnnxRunner, bgr_batch
+    from silhouette.edge.runtime import OnnxRunner
+    from silhouette.imaging import bgr_batch
 
     out = tmp_path / "model.onnx"
     rc = main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--int8", "--calib-frames", "6", "--eval-frames", "4"])

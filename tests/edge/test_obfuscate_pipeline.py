@@ -30,14 +30,14 @@ def frame_folder(tmp_path_factory: pytest.TempPathFactory, testdata_bgr: list[np
 
 @pytest.fixture(scope="module")
 def runner(onnx_path: Path):  # noqa: ANN201 - OnnxRunner
-    from silhouette.deploy.pipeline import OnnxRunner
+    from silhouette.edge.runtime import OnnxRunner
 
     return OnnxRunner(onnx_path, threads=2)
 
 
 @pytest.mark.parametrize("batch", [3, 4])
 def test_batched_folder_output_is_bit_identical_to_batch_1(frame_folder: Path, runner, tmp_path: Path, batch: int) -> None:
-    from silhouette.deploy.pipeline import obfuscate_source
+    from silhouette.edge.pipeline import obfuscate_source
 
     seen: list[int] = []
     ref = obfuscate_source(frame_folder, runner, tmp_path / "b1", progress=False, batch=1)
@@ -52,7 +52,7 @@ def test_batched_folder_output_is_bit_identical_to_batch_1(frame_folder: Path, r
 
 
 def test_batched_video_keeps_every_max_frames_and_order(shared: Path, runner, tmp_path: Path) -> None:
-    from silhouette.deploy.pipeline import obfuscate_source
+    from silhouette.edge.pipeline import obfuscate_source
 
     video = shared / "data" / "pets2009" / "vtest.avi"
     runs = {}
@@ -87,7 +87,7 @@ def test_unwritable_output_is_one_line_error_without_partial_file(checkpoint: Pa
 
 
 def test_error_in_writer_mid_video_leaves_no_partial_file(shared: Path, runner, tmp_path: Path) -> None:
-    from silhouette.deploy.pipeline import obfuscate_source
+    from silhouette.edge.pipeline import obfuscate_source
 
     def fail_at_5(index: int, image: np.ndarray) -> None:  # runs in the writer thread, after the frame was written
         if index == 5:
@@ -100,7 +100,7 @@ def test_error_in_writer_mid_video_leaves_no_partial_file(shared: Path, runner, 
 
 
 def test_error_in_reader_surfaces_and_names_the_file(frame_folder: Path, runner, tmp_path: Path) -> None:
-    from silhouette.deploy.pipeline import obfuscate_source
+    from silhouette.edge.pipeline import obfuscate_source
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -114,7 +114,7 @@ def test_error_in_reader_surfaces_and_names_the_file(frame_folder: Path, runner,
 
 
 def test_batch_validation(checkpoint: Path, shared: Path, runner, tmp_path: Path, capsys) -> None:
-    from silhouette.deploy.pipeline import check_batch, obfuscate_source
+    from silhouette.edge.pipeline import check_batch, obfuscate_source
 
     img = shared / "weights" / "testdata" / "pets2009_s2l1_v1_f0000_320x200.png"
     for bad in ("0", "-3"):
@@ -144,9 +144,7 @@ def test_ctrl_c_keeps_live_output_and_discards_file_output(shared: Path, runner,
     import _thread
 
     from silhouette.data.sources import CaptureSource
-    from silhouette.deploy.pipeline import obfuscate_source
-
-    # the PETS video played as a stream: the same decoder path as an RTSP camera, but reproducible
+    from silhouette.edge.pipeline import obfuscate_source
     src = CaptureSource(str(shared / "data" / "pets2009" / "vtest.avi"), "cam", "stream" if live else "video")
     out = tmp_path / "live.mp4"
     seen: list[int] = []

@@ -1,4 +1,4 @@
-"""Fixtures of the deployment tests: a seeded obfuscator checkpoint, its ONNX export, real frames, a loopback server."""
+"""Fixtures of the camera tests: a seeded obfuscator checkpoint, its ONNX export, real frames, a loopback service to send to."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def checkpoint(obf_model: torch.nn.Module, deploy_tmp: Path) -> Path:
 @pytest.fixture(scope="session")
 def onnx_path(checkpoint: Path) -> Path:
     """The cached fp32 export of the checkpoint (exported once per session)."""
-    from silhouette.deploy.pipeline import cached_onnx
+    from silhouette.edge.export import cached_onnx
 
     return cached_onnx(checkpoint)
 
@@ -96,7 +96,8 @@ def detector():
 @pytest.fixture(scope="session")
 def server(detector):
     """A real uvicorn server on 127.0.0.1 (ephemeral port) with small limits, in a background thread."""
-    from silhouette.deploy.service import ServerThread, create_app
+    from silhouette.serve.app import create_app
+    from silhouette.serve.server import ServerThread
 
     app = create_app("yolox_nano", API_KEY, detector=detector, batch_size=4, max_bytes=300_000, max_pixels=1_000_000)
     srv = ServerThread(app).start()

@@ -1,10 +1,9 @@
-"""The camera side of the split: obfuscate locally, send only the obfuscated frame, survive server outages."""
+"""The camera's HTTP client: send only obfuscated frames to the service, survive its outages, count each frame once."""
 
 from __future__ import annotations
 
 import itertools
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -13,9 +12,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from silhouette.errors import SilhouetteError
+from silhouette.wire import (
+    API_KEY_HEADER, CAMERA_ID_RE, DETECT_PATH, IDEMPOTENCY_HEADER, PAIR_HEADER, content_type, encode_frame, frame_key,
+)
 
 log = logging.getLogger("silhouette.edge")
-PAIR_HEADER = "X-Silhouette-Pair"  # the service's name for it is the same; the wire format module will own both
 
 
 @dataclass
@@ -46,13 +47,10 @@ class EdgeStats:
         }
 
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 DEFAULT_RETRY_FOR = 30.0  # seconds: rides out a service restart (process start + detector load) of up to 30 s
 # worth repeating: the server is down, overloaded or timed out (a repeat of a processed frame is answered, not recounted)
 RETRY_STATUS = frozenset({408, 425, 429})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-# what the service accepts as camera_id (service.CAMERA_ID_RE); checked here too, so a bad id fails before any frame
-CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -122,8 +120,8 @@ class EdgeClient:
         if (max_retries is not None and max_retries < 0) or backoff < 0 or max_backoff < 0 or (retry_for is not None and retry_for < 0):
             raise SilhouetteError("--retries, --retry-for, --backoff and --max-backoff must be >= 0")
         check_transport(server, bool(api_key), require_tls)
-        self.url = server.rstrip("/") + "/v1/detect"
-        self.headers = {"X-API-Key": api_key} if api_key else {}
+        self.url = server.rstrip("/") + DETECT_PATH
+        self.headers = {API_KEY_HEADER: api_key} if api_key else {}
         if pair_id:
             # private mode: the service refuses (409) frames of an obfuscator its detector was not trained with
             self.headers[PAIR_HEADER] = pair_id
@@ -142,6 +140,7 @@ class EdgeClient:
 
     def set_camera(self, camera_id: str | None) -> None:
         """Camera id sent with each frame (the service's rolling counts) and used in idempotency keys."""
+        # the service's rule for camera_id, checked here too so a bad id fails before any frame
         if camera_id is not None and not CAMERA_ID_RE.match(camera_id):
             raise SilhouetteError(f"--camera-id {camera_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
         self.camera_id = camera_id
@@ -151,7 +150,7 @@ class EdgeClient:
         """Idempotency-Key of one frame: camera id, this run's random id and the source frame index."""
         # identical for every retry of the frame (built once, before the retry loop) and unique across frames and
         # client restarts; not the capture time: camera clocks jump (NTP, no RTC at boot) and two frames can share one
-        return f"{self.camera_id or 'camera'}:{self.run_id}:{int(frame_index)}"
+        return frame_key(self.camera_id, self.run_id, int(frame_index))
 
     def delay(self, attempt: int) -> float:
         """Backoff before retry `attempt` (0-based): backoff * 2**attempt, capped at max_backoff."""
@@ -172,7 +171,7 @@ class EdgeClient:
     def detect(self, payload: bytes, content_type: str, key: str | None = None) -> tuple[dict[str, Any] | None, int]:
         """POST one encoded frame; returns (result or None once the retry budget is spent, retries used)."""
         # one key for all tries of this frame: the server answers a repeat with the first result instead of counting again
-        key = key or f"{self.camera_id or 'camera'}:{self.run_id}:call{next(self._calls)}"  # never equal to a frame's key
+        key = key or frame_key(self.camera_id, self.run_id, f"call{next(self._calls)}")  # never equal to a frame's key
         headers = {**self.headers, "Content-Type": content_type, IDEMPOTENCY_HEADER: key}
         deadline = None if self.retry_for is None else self.clock() + self.retry_for
         attempt = 0
@@ -223,20 +222,20 @@ def run_edge(
     on_result: Callable[[int, dict[str, Any] | None, EdgeStats], None] | None = None,
 ) -> EdgeStats:
     """Obfuscate each (index, BGR frame), send only the obfuscated encoding, count persons and bytes."""
-    from silhouette.deploy.pipeline import encode_image, resize_bgr
+    from silhouette.data.sources import resize_frame
 
-    content_type = "image/png" if fmt == "png" else "image/jpeg"
+    mime = content_type(fmt)
     stats = EdgeStats()
     t0 = time.perf_counter()
     for index, image in frames:
         obf = obfuscator(image)
-        payload = encode_image(obf, fmt, quality)
+        payload = encode_frame(obf, fmt, quality)
         # measured, never sent: what the original frame would have cost on the wire
-        stats.bytes_original += len(encode_image(image, fmt, quality))
+        stats.bytes_original += len(encode_frame(image, fmt, quality))
         if size is not None:
-            stats.bytes_original_resized += len(encode_image(resize_bgr(image, size), fmt, quality))
+            stats.bytes_original_resized += len(encode_frame(resize_frame(image, size), fmt, quality))
         del image  # nothing below this line can touch the original frame
-        result, retries = client.detect(payload, content_type, client.idempotency_key(index))
+        result, retries = client.detect(payload, mime, client.idempotency_key(index))
         stats.frames += 1
         stats.retries += retries
         if result is None:

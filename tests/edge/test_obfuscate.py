@@ -19,7 +19,8 @@ def _one_line_error(capsys, *needles: str) -> None:
 
 
 def test_obfuscate_single_image_matches_model(checkpoint: Path, shared: Path, tmp_path: Path, capsys) -> None:
-    from silhouette.deploy.pipeline import EdgeObfuscator, load_runner
+    from silhouette.edge.pipeline import EdgeObfuscator
+    from silhouette.edge.runtime import load_runner
 
     src = shared / "weights" / "testdata" / "pets2009_s2l1_v1_f0400_320x200.png"
     out = tmp_path / "one.png"

@@ -35,7 +35,8 @@ pytestmark = pytest.mark.timeout(240)  # every test bounds its own waits; this o
 RUNNER = r"""
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-from silhouette.deploy.service import ServerThread, create_app
+from silhouette.serve.app import create_app
+from silhouette.serve.server import ServerThread
 srv = ServerThread(create_app("yolox_nano", sys.argv[1], threads=1)).start()
 print(srv.port, flush=True)
 sys.stdin.read()
@@ -115,7 +116,7 @@ def sub_server(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Iterat
 @pytest.fixture()
 def fresh_app(detector: Any) -> Callable[..., Any]:
     """Build a new app (own metrics, counts and idempotency cache) around the session's YOLOX-Nano."""
-    from silhouette.deploy.service import create_app
+    from silhouette.serve.app import create_app
 
     return lambda **kw: create_app("yolox_nano", API_KEY, detector=detector, **kw)
 
@@ -213,7 +214,8 @@ def test_thousands_of_stalled_connections_do_not_block_a_keyed_request(sub_serve
 
 def test_slow_header_and_stalled_body_are_dropped(fresh_app, testdata_bgr) -> None:
     """A silent socket and a one-byte-a-second header are closed at the header timeout; a stalled body at the body timeout."""
-    from silhouette.deploy.service import ConnectionLimits, ServerThread
+    from silhouette.serve.limits import ConnectionLimits
+    from silhouette.serve.server import ServerThread
 
     limits = ConnectionLimits(header_timeout=1.0, body_timeout=1.0)
     with ServerThread(fresh_app(), limits=limits) as srv:
@@ -239,7 +241,9 @@ def test_slow_header_and_stalled_body_are_dropped(fresh_app, testdata_bgr) -> No
 
 def test_connection_cap_evicts_idle_and_limits_are_validated(fresh_app, testdata_bgr) -> None:
     """At --max-connections the oldest idle socket makes room; a bad limit is a one-line SilhouetteError."""
-    from silhouette.deploy.service import ConnectionLimits, ServerThread, ServiceConfig
+    from silhouette.serve.config import ServiceConfig
+    from silhouette.serve.limits import ConnectionLimits
+    from silhouette.serve.server import ServerThread
     from silhouette.errors import SilhouetteError
 
     with ServerThread(fresh_app(), limits=ConnectionLimits(max_connections=8)) as srv:
@@ -307,7 +311,8 @@ class BudgetProbe:
 
 def test_batch_is_decoded_one_image_at_a_time(detector, testdata_bgr) -> None:
     """Six 1000x1000 images: each reaches the detector while it is the only decoded image of the request."""
-    from silhouette.deploy.service import ServerThread, create_app
+    from silhouette.serve.app import create_app
+    from silhouette.serve.server import ServerThread
 
     probe = BudgetProbe(detector)
     probe.app = app = create_app("yolox_nano", API_KEY, detector=probe, max_pixels=1_000_000, max_request_pixels=6_000_000)
@@ -362,7 +367,7 @@ def _huge_header_png(width: int, height: int) -> bytes:
 
 def test_every_oversized_image_is_413(fresh_app, testdata_bgr) -> None:
     """docs/deploy.md: larger than --max-pixels -> 413, also when Pillow's own bomb check fires first; too many images -> 413."""
-    from silhouette.deploy.service import ServerThread
+    from silhouette.serve.server import ServerThread
 
     small = _frame_png(testdata_bgr, 0)
     with ServerThread(fresh_app(max_pixels=1_000_000, max_request_pixels=2_000_000)) as srv, httpx.Client(base_url=srv.url, timeout=30, headers=KEY) as c:
@@ -396,7 +401,7 @@ class _Lines(logging.Handler):
 
 def test_client_dropping_mid_body_logs_one_line(fresh_app, testdata_bgr) -> None:
     """A keyed client that sends half a body and hangs up: one warning line, no traceback, and the service goes on."""
-    from silhouette.deploy.service import ServerThread
+    from silhouette.serve.server import ServerThread
 
     lines = _Lines()
     loggers = [logging.getLogger(n) for n in ("silhouette", "uvicorn", "uvicorn.error", "uvicorn.asgi")]
@@ -443,7 +448,7 @@ def _metric(app, name: str) -> float:  # noqa: ANN001
 
 def test_repeated_idempotency_key_is_counted_once_with_the_same_answer(fresh_app, testdata_bgr) -> None:
     """Repeats of (camera, key) replay the first answer and count nothing; bad or reused keys are refused."""
-    from silhouette.deploy.service import ServerThread
+    from silhouette.serve.server import ServerThread
 
     app = fresh_app()
     frame, other = _frame_png(testdata_bgr, 2), _frame_png(testdata_bgr, 0)
@@ -472,9 +477,7 @@ def test_repeated_idempotency_key_is_counted_once_with_the_same_answer(fresh_app
 
 def test_concurrent_duplicates_are_processed_and_counted_once(fresh_app, testdata_bgr) -> None:
     """The duplicate arrives while the first request waits in the detector queue: it waits for that answer."""
-    from silhouette.deploy.service import ServerThread
-
-    # with batch size 2 and a 1.5 s batch wait the first request sits in the queue, so the second surely overlaps it
+    from silhouette.serve.server import ServerThread
     app = fresh_app(batch_size=2, batch_wait_ms=1500)
     frame = _frame_png(testdata_bgr, 2)
     answers: dict[str, httpx.Response] = {}
@@ -517,9 +520,12 @@ def test_pixel_limit_defaults_come_from_imaging() -> None:
     """The single-image limit is silhouette.imaging.MAX_PIXELS everywhere; DEFAULT_MAX_PIXELS stays as its alias."""
     import inspect
 
-    from silhouette.deploy import service
+    from silhouette import wire
     from silhouette.imaging import MAX_PIXELS
+    from silhouette.serve.app import create_app
+    from silhouette.serve.config import ServiceConfig
+    from silhouette.serve.limits import DEFAULT_MAX_PIXELS
 
-    assert service.DEFAULT_MAX_PIXELS == MAX_PIXELS == service.ServiceConfig().max_pixels
-    for fn in (service.create_app, service.decode_image, service.probe_image):
+    assert DEFAULT_MAX_PIXELS == MAX_PIXELS == ServiceConfig().max_pixels
+    for fn in (create_app, wire.decode_frame, wire.probe_frame):
         assert inspect.signature(fn).parameters["max_pixels"].default == MAX_PIXELS

@@ -11,7 +11,9 @@ from typing import Callable, Iterator
 import pytest
 
 from silhouette.cli import main
-from silhouette.deploy.service import ServerThread, ServiceConfig, app_from_config
+from silhouette.serve.app import app_from_config
+from silhouette.serve.config import ServiceConfig
+from silhouette.serve.server import ServerThread
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,15 +1,20 @@
-"""ONNX export of the obfuscator (dynamic batch/H/W), parity checks and static int8 quantisation."""
+"""ONNX export of the obfuscator (dynamic batch/H/W), the export cache, parity checks and static int8 quantisation.
+
+Exporting needs torch and onnx (`silhouette[train]`); quantising an ONNX file needs onnx but no torch.
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from silhouette.edge.checkpoint import cache_dir, file_digest, load_torch_obfuscator, require_torch, resolve_model
 from silhouette.errors import SilhouetteError
+from silhouette.imaging import bgr_batch
 
 OPSET = 17
 INPUT_NAME = "images"
@@ -24,8 +29,8 @@ EVAL_RANGE = (600, 795)  # ... and held out for reporting int8 quality
 
 def export_onnx(model, out: str | os.PathLike[str], opset: int = OPSET) -> Path:  # noqa: ANN001 - nn.Module
     """Export `model` to ONNX with dynamic batch, height and width; validated with onnx.checker."""
-    import onnx
-    import torch
+    torch = require_torch("exporting to ONNX")
+    onnx = _require_onnx("exporting to ONNX")
 
     from silhouette.fileio import atomic_path
 
@@ -98,8 +103,6 @@ def _frame_reader(frames: Iterable[np.ndarray], input_name: str):  # noqa: ANN20
     """A CalibrationDataReader feeding the frames one at a time."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    from silhouette.deploy.pipeline import bgr_batch
-
     class FrameReader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it = iter([{input_name: bgr_batch([f])} for f in frames])
@@ -114,6 +117,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
     """Static int8 quantisation (QDQ, per-channel weights, MinMax calibration on PETS frames) of an fp32 export."""
     import tempfile
 
+    _require_onnx("int8 quantisation (--backend onnx-int8, export --int8)")
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -142,20 +146,23 @@ def int8_quality(
     frames: Sequence[np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Person AP50 of the detector on int8-obfuscated frames, against its detections on torch-obfuscated frames."""
+    import onnxruntime as ort
     import torch
 
-    from silhouette.deploy.pipeline import OnnxRunner, TorchRunner, bgr_batch
     from silhouette.detectors import create_detector
     from silhouette.evaluation.metrics import person_ap
 
     if frames is None:
         frames = pets_frames(*EVAL_RANGE, count=20)
     detector = create_detector(detector_name)
-    torch_run, q_run = TorchRunner(model), OnnxRunner(int8_path, backend="onnx-int8")
+    sess = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
     refs, preds, diffs = [], [], []
     for frame in frames:
         batch = bgr_batch([frame])
-        a, b = torch_run(batch), q_run(batch)
+        with torch.inference_mode():
+            a = model.eval()(torch.from_numpy(batch)).numpy()
+        b = sess.run(None, {name: batch})[0]
         diffs.append(float(np.abs(a - b).mean()))
         refs += detector.predict(torch.from_numpy(a))
         preds += detector.predict(torch.from_numpy(b))
@@ -168,3 +175,32 @@ def int8_quality(
         "persons_int8": int(sum(len(p.persons()) for p in preds)),
         "mean_abs_diff": float(np.mean(diffs)),
     }
+
+
+def _require_onnx(what: str) -> Any:
+    """The onnx module, or a one-line SilhouetteError saying how to get it."""
+    try:
+        import onnx
+    except ImportError:
+        raise SilhouetteError(f"{what} needs the onnx package, which is not installed: pip install 'silhouette[train]'") from None
+    return onnx
+
+
+def cached_onnx(checkpoint: str | os.PathLike[str] | None, int8: bool = False) -> Path:
+    """The fp32 (or static int8) ONNX model to run: an .onnx as is, a .pt exported once and cached by content hash.
+
+    Without a checkpoint it is the shipped .onnx, so the default (and its int8 quantisation) needs no torch."""
+    src = resolve_model(checkpoint)
+    is_onnx = src.suffix.lower() == ".onnx"
+    if is_onnx and int8 and checkpoint is not None:  # it may be quantised already: never quantise twice
+        raise SilhouetteError(f"--checkpoint {src} is already an ONNX file; quantise it with 'silhouette export --int8'")
+    base = f"{src.stem}-{file_digest(src)}"
+    fp32 = src if is_onnx else cache_dir() / f"{base}.onnx"
+    if not fp32.is_file():
+        export_onnx(load_torch_obfuscator(src), fp32)
+    if not int8:
+        return fp32
+    q = cache_dir() / f"{base}-int8.onnx"
+    if not q.is_file():
+        quantize_int8(fp32, q)
+    return q

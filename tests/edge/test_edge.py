@@ -15,7 +15,8 @@ API_KEY = "test-key-0123456789"  # the key the `server` fixture (conftest.py) wa
 
 @pytest.fixture(scope="module")
 def edge_obf(checkpoint: Path):
-    from silhouette.deploy.pipeline import EdgeObfuscator, load_runner
+    from silhouette.edge.pipeline import EdgeObfuscator
+    from silhouette.edge.runtime import load_runner
 
     return EdgeObfuscator(load_runner(checkpoint, "onnx"), (320, 200))
 
@@ -23,7 +24,9 @@ def edge_obf(checkpoint: Path):
 @pytest.fixture(scope="module")
 def e2e_obf(edge_obf):
     """The shipped trained default when installed (counts then mean something), else the seeded test obfuscator."""
-    from silhouette.deploy.pipeline import DEFAULT_CHECKPOINT, EdgeObfuscator, load_runner
+    from silhouette.edge.pipeline import EdgeObfuscator
+    from silhouette.edge.runtime import load_runner
+    from silhouette.paths import DEFAULT_CHECKPOINT
 
     if DEFAULT_CHECKPOINT.is_file():
         return EdgeObfuscator(load_runner(None, "onnx"), (320, 200))
@@ -60,7 +63,7 @@ class Capture:
 
 
 def test_edge_end_to_end_counts_match_local_detection(server, detector, e2e_obf, testdata_bgr, camera_frames) -> None:
-    from silhouette.deploy.edge import EdgeClient, run_edge
+    from silhouette.edge.client import EdgeClient, run_edge
 
     frames = testdata_bgr + camera_frames
     client = EdgeClient(server.url, API_KEY, "cam-e2e", timeout=30, max_retries=1, backoff=0.01)
@@ -82,9 +85,10 @@ def test_edge_end_to_end_counts_match_local_detection(server, detector, e2e_obf,
 def test_only_obfuscated_frames_leave_the_camera(detector, edge_obf, camera_frames) -> None:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    from silhouette.deploy.edge import EdgeClient, run_edge
-    from silhouette.deploy.pipeline import resize_bgr
-    from silhouette.deploy.service import ServerThread, create_app
+    from silhouette.edge.client import EdgeClient, run_edge
+    from silhouette.edge.pipeline import resize_bgr
+    from silhouette.serve.app import create_app
+    from silhouette.serve.server import ServerThread
 
     cap = Capture(create_app("yolox_nano", API_KEY, detector=detector))
     with ServerThread(cap) as srv:
@@ -116,8 +120,9 @@ def test_only_obfuscated_frames_leave_the_camera(detector, edge_obf, camera_fram
 
 
 def test_server_killed_midstream_client_retries_and_recovers(detector, edge_obf, testdata_bgr) -> None:
-    from silhouette.deploy.edge import EdgeClient, run_edge
-    from silhouette.deploy.service import ServerThread, create_app
+    from silhouette.edge.client import EdgeClient, run_edge
+    from silhouette.serve.app import create_app
+    from silhouette.serve.server import ServerThread
 
     srv = ServerThread(create_app("yolox_nano", API_KEY, detector=detector)).start()
     sleeps: list[float] = []
@@ -174,7 +179,7 @@ def test_edge_cli_wrong_key_is_one_line_exit_2(server, checkpoint, shared, tmp_p
 
 
 def test_backoff_is_bounded() -> None:
-    from silhouette.deploy.edge import EdgeClient
+    from silhouette.edge.client import EdgeClient
 
     c = EdgeClient("http://127.0.0.1:9", max_retries=10, backoff=0.5, max_backoff=3.0)
     try:
@@ -208,7 +213,7 @@ class VirtualTime:
 
 
 def test_default_retry_budget_rides_out_a_30s_restart() -> None:
-    from silhouette.deploy.edge import DEFAULT_RETRY_FOR, EdgeClient
+    from silhouette.edge.client import DEFAULT_RETRY_FOR, EdgeClient
 
     vt = VirtualTime()
     c = EdgeClient(f"http://127.0.0.1:{_closed_port()}", API_KEY, "cam-budget", sleep=vt.sleep, clock=vt.clock)
@@ -234,7 +239,7 @@ def test_default_retry_budget_rides_out_a_30s_restart() -> None:
     ],
 )
 def test_retry_limits_combine(kwargs: dict, expected: list[float]) -> None:
-    from silhouette.deploy.edge import EdgeClient
+    from silhouette.edge.client import EdgeClient
 
     vt = VirtualTime()
     c = EdgeClient(f"http://127.0.0.1:{_closed_port()}", sleep=vt.sleep, clock=vt.clock, **kwargs)
@@ -246,7 +251,7 @@ def test_retry_limits_combine(kwargs: dict, expected: list[float]) -> None:
 
 
 def test_bad_client_options_are_one_line_errors() -> None:
-    from silhouette.deploy.edge import EdgeClient
+    from silhouette.edge.client import EdgeClient
     from silhouette.errors import SilhouetteError
 
     # a non-ASCII camera id would otherwise crash inside httpx when it builds the Idempotency-Key header
@@ -275,7 +280,7 @@ def no_connections(monkeypatch: pytest.MonkeyPatch) -> list:
 def test_plain_http_check_warns_only_for_a_key_to_a_non_loopback_host(no_connections, caplog) -> None:
     import logging
 
-    from silhouette.deploy.edge import check_transport
+    from silhouette.edge.client import check_transport
 
     def warnings_for(url: str, sends_key: bool = True) -> list[str]:
         caplog.clear()
@@ -296,7 +301,7 @@ def test_plain_http_check_warns_only_for_a_key_to_a_non_loopback_host(no_connect
 
 
 def test_require_tls_refuses_plain_http_to_non_loopback(no_connections) -> None:
-    from silhouette.deploy.edge import EdgeClient, check_transport
+    from silhouette.edge.client import EdgeClient, check_transport
     from silhouette.errors import SilhouetteError
 
     for url in ("http://192.0.2.1:8000", "http://example.com/"):

@@ -15,7 +15,8 @@ API_KEY = "test-key-0123456789"
 
 @pytest.fixture(scope="module")
 def edge_obf(checkpoint: Path):
-    from silhouette.deploy.pipeline import EdgeObfuscator, load_runner
+    from silhouette.edge.pipeline import EdgeObfuscator
+    from silhouette.edge.runtime import load_runner
 
     return EdgeObfuscator(load_runner(checkpoint, "onnx"), (320, 200))
 
@@ -72,8 +73,9 @@ def _recorded_frames(srv, camera_id: str) -> int:  # noqa: ANN001
 
 
 def test_client_timeout_shorter_than_processing_counts_each_frame_once(detector, edge_obf, testdata_bgr) -> None:
-    from silhouette.deploy.edge import EdgeClient, run_edge
-    from silhouette.deploy.service import ServerThread, create_app
+    from silhouette.edge.client import EdgeClient, run_edge
+    from silhouette.serve.app import create_app
+    from silhouette.serve.server import ServerThread
 
     slow = SlowDetector(detector, delay=0.6)
     srv = ServerThread(create_app("yolox_nano", API_KEY, detector=slow)).start()
@@ -93,8 +95,9 @@ def test_client_timeout_shorter_than_processing_counts_each_frame_once(detector,
 
 
 def test_server_restart_within_retry_budget_loses_and_repeats_nothing(detector, edge_obf, testdata_bgr) -> None:
-    from silhouette.deploy.edge import EdgeClient, run_edge
-    from silhouette.deploy.service import ServerThread, create_app
+    from silhouette.edge.client import EdgeClient, run_edge
+    from silhouette.serve.app import create_app
+    from silhouette.serve.server import ServerThread
 
     outage_s = 5.0  # longer than the old default budget of 3.75 s, well inside the new default of 30 s
     srv = ServerThread(create_app("yolox_nano", API_KEY, detector=detector)).start()
@@ -133,8 +136,9 @@ def test_server_restart_within_retry_budget_loses_and_repeats_nothing(detector, 
 
 
 def test_idempotency_key_is_stable_across_retries_and_distinct_across_frames(detector, edge_obf, testdata_bgr) -> None:
-    from silhouette.deploy.edge import EdgeClient, run_edge
-    from silhouette.deploy.service import ServerThread, create_app
+    from silhouette.edge.client import EdgeClient, run_edge
+    from silhouette.serve.app import create_app
+    from silhouette.serve.server import ServerThread
 
     flaky = FirstTryFails(create_app("yolox_nano", API_KEY, detector=detector))
     keys_per_run = []
@@ -158,7 +162,7 @@ def test_idempotency_key_is_stable_across_retries_and_distinct_across_frames(det
 
 
 def test_idempotency_key_pure() -> None:
-    from silhouette.deploy.edge import EdgeClient
+    from silhouette.edge.client import EdgeClient
 
     a = EdgeClient("http://127.0.0.1:9", camera_id="gate-1")
     b = EdgeClient("http://127.0.0.1:9", camera_id="gate-1")

@@ -1,0 +1,1 @@
+"""The cloud service: the detection API, its storage and the dashboard."""
