@@ -31,6 +31,8 @@ API_KEY_HEADER = "X-API-Key"
 IDEMPOTENCY_HEADER = "Idempotency-Key"  # one per frame: a retried frame is answered again, counted once
 REPLAYED_HEADER = "Idempotent-Replayed"  # the service marks an answer replayed from an earlier request
 PAIR_HEADER = "X-Silhouette-Pair"  # a private-mode camera names the obfuscator/detector pair it needs
+CAPTURE_TIME_HEADER = "X-Capture-Time"  # unix seconds when the camera captured the frame (a spooled frame keeps it)
+OBFUSCATOR_HEADER = "X-Silhouette-Obfuscator"  # which obfuscator made the frame (sha256 prefix of its model file)
 DEFAULT_API_KEY_ENV = "SILHOUETTE_API_KEY"
 
 # identifiers
