@@ -272,3 +272,19 @@ def test_scorecard_takes_gt_utility_from_a_pair_evaluation(pair: Path, pets_ever
     assert util["gt_ap50"] == row["gt"]["obfuscated"]["ap50"] and util["gt_count_mae"] == row["count"]["obf_vs_gt"]["mae"]
     flat = flatten({"method": "private", "utility": util})
     assert flat["gt_ap50"] == util["gt_ap50"] and "gt_ap50" in [c[0] for c in COLUMNS]
+
+
+def test_pair_counts_at_its_calibrated_threshold_and_labels_at_the_originals(pair: Path, pets_every: Callable[[int], Path],
+                                                                             tmp_path: Path) -> None:
+    """A pair records the threshold it counts at; the clean frames stay labelled at the unmodified detector's own."""
+    import json
+
+    from silhouette.detectors import create_detector
+    from silhouette.detectors.adapt import pair_detector, read_pair
+
+    thr = read_pair(pair)["conf_threshold"]
+    assert 0.05 <= thr <= 0.95 and pair_detector(pair).conf_threshold == thr
+    code, _, err = _main("evaluate", "--pair", str(pair), "--data", str(pets_every(40)), "--no-progress", "--out", str(tmp_path))
+    assert code == 0, err
+    row = json.loads((tmp_path / "evaluation.json").read_text())["detectors"]["yolox_nano (co-trained)"]
+    assert row["label_threshold"] == create_detector("yolox_nano").conf_threshold

@@ -113,6 +113,8 @@ def pair_detector(path: str | Path, **kwargs: object) -> OnnxZooDetector:
     if got != pair["sha256"]:
         raise SilhouetteError(f"--pair {path}: {det_file} is not the detector this obfuscator was trained with "
                               f"(sha256 {got[:12]}, expected {str(pair['sha256'])[:12]}); use the files saved together")
+    if "conf_threshold" in pair and "conf_threshold" not in kwargs:
+        kwargs["conf_threshold"] = float(pair["conf_threshold"])  # the pair counts at its own calibrated threshold
     return create_detector(str(pair["detector"]), weights=str(det_file), **kwargs)
 
 

@@ -50,6 +50,19 @@ def count_error(preds: Sequence[Detections], targets: Sequence[Detections], min_
     return {"mae": float(np.abs(p - t).mean()), "bias": float((p - t).mean())}
 
 
+def count_threshold(preds: Sequence[Detections], targets: Sequence[Detections], lo: float = 0.05, hi: float = 0.95) -> float:
+    """The score threshold (0.01 steps) whose person counts are closest to the targets' (least count MAE; lower wins ties).
+
+    A co-trained detector's scores are not calibrated like the original's, so its pair records the threshold it counts at.
+    """
+    best_t, best = lo, float("inf")
+    for t in np.round(np.arange(lo, hi + 1e-9, 0.01), 2):
+        mae = count_error(preds, targets, min_score=float(t))["mae"]
+        if mae < best - 1e-12:
+            best_t, best = float(t), mae
+    return best_t
+
+
 def boxes_found(preds: Sequence[Detections], targets: Sequence[Detections], min_score: float = 0.0, iou: float = 0.5) -> int:
     """How many target person boxes a prediction (score >= min_score) covers at IoU >= `iou`, matched one to one."""
     from torchvision.ops import box_iou

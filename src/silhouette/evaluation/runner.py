@@ -223,8 +223,7 @@ def evaluate_obfuscator(
     with contextlib.ExitStack() as stack:
         for name, det in dets.items():
             operating[name] = stack.enter_context(prediction_threshold(det, pred_threshold))
-        for det in refs.values():
-            stack.enter_context(prediction_threshold(det, pred_threshold))
+        ref_operating = {name: stack.enter_context(prediction_threshold(det, pred_threshold)) for name, det in refs.items()}
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             images = batch["image"]
             obf = transform(images)
@@ -249,9 +248,11 @@ def evaluate_obfuscator(
     }
     for name, a in acc.items():
         thr = operating[name] if label_threshold is None else float(label_threshold)
-        pseudo = [d.persons(thr) for d in a.clean]
+        # clean frames are labelled by whoever saw them: a reference detector at its own operating threshold
+        label_thr = ref_operating.get(name, thr) if label_threshold is None else thr
+        pseudo = [d.persons(label_thr) for d in a.clean]
         row: dict[str, Any] = {
-            "label_threshold": thr,
+            "label_threshold": label_thr,
             "pred_threshold": pred_threshold if pred_threshold is not None and threshold_adjustable(dets[name])
             else operating[name],
             "pseudo_boxes": int(sum(len(p) for p in pseudo)),
@@ -268,7 +269,7 @@ def evaluate_obfuscator(
                 "clean": person_ap([a.clean[i] for i in annotated], g),
                 "obfuscated": person_ap([a.obf[i] for i in annotated], g),
             }
-            row["count"]["clean_vs_gt"] = count_error([a.clean[i] for i in annotated], g, min_score=thr)
+            row["count"]["clean_vs_gt"] = count_error([a.clean[i] for i in annotated], g, min_score=label_thr)
             row["count"]["obf_vs_gt"] = count_error([a.obf[i] for i in annotated], g, min_score=thr)
         result["detectors"][name] = row
     return result

@@ -118,7 +118,7 @@ class Finetuner:
         det = create_detector(self.cfg.detector.spec, weights=str(path), conf_threshold=self.cfg.eval.conf_threshold)
         val = evaluate(self.transform, det, self.val_frames, self.val_targets, torch.device("cpu"),
                        self.cfg.eval.batch_size, ssim_frames=1)
-        return {"ap50": val["ap50"], "ap": val["ap"]}
+        return {"ap50": val["ap50"], "ap": val["ap"], "count_threshold": val["count_threshold"], "count_mae": val["count_mae"]}
 
     def run(self) -> dict[str, Any]:
         """Train the remaining epochs (each saved atomically, so a killed run resumes) and write the pair."""
@@ -161,6 +161,8 @@ class Finetuner:
         sha = self.detector.export_onnx(self.out / "detector.onnx")
         pair = {"format": FORMAT, "baseline": self.transform.spec, "detector": self.cfg.detector.spec,
                 "file": "detector.onnx", "sha256": sha, "epochs": self.cfg.train.epochs, "history": self.history}
+        if self.history:  # the adapted detector counts at the threshold its last validation chose
+            pair["conf_threshold"] = float(self.history[-1]["val_count_threshold"])
         from silhouette.provenance import provenance
 
         write_json(self.out / "pair.json", {**pair, "provenance": provenance()})

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 CSV_FIELDS = [
     "epoch", "lr_obf", "lr_deobf", "lam", "loss_obf", "loss_det", "mse_obf", "loss_deobf", "reid_confusion", "loss_reid",
     "face_score", "loss_det_cloud",
-    "val_ap50", "val_ap", "val_ssim", "val_mse", "val_psnr", "val_nmi", "val_recon_mse",
+    "val_ap50", "val_ap", "val_ssim", "val_mse", "val_psnr", "val_nmi", "val_recon_mse", "val_count_threshold", "val_count_mae",
     "train_images", "epoch_s", "images_per_s",
 ]
 
@@ -178,16 +178,21 @@ def evaluate(
     deobf: nn.Module | None = None,
 ) -> dict[str, float]:
     """Person AP of the detector on obfuscated frames vs clean-frame pseudo-labels, plus SSIM/MSE/PSNR/NMI."""
-    from silhouette.evaluation.metrics import mean_similarity, person_ap
+    from silhouette.evaluation.metrics import count_error, mean_similarity, person_ap
 
     clean = frames.batch(range(len(frames)))
     obfuscated = obfuscate_all(obf, clean, device, batch_size)
     preds = _eval_preds(detector, obfuscated, batch_size)
     ap = person_ap(preds, targets)
+    from silhouette.evaluation.metrics import count_threshold
+
+    # the threshold this detector counts at best on these frames (a co-trained pair ships it, see Trainer._save)
+    thr = count_threshold(preds, targets)
     n = len(frames) if ssim_frames <= 0 else min(ssim_frames, len(frames))
     pick = np.linspace(0, len(frames) - 1, n).round().astype(int).tolist() if n else []
     sim = mean_similarity([clean[i] for i in pick], [obfuscated[i] for i in pick])
-    out = {"ap50": ap["ap50"], "ap": ap["ap"], **sim}
+    out = {"ap50": ap["ap50"], "ap": ap["ap"], "count_threshold": thr,
+           "count_mae": count_error(preds, targets, min_score=thr)["mae"], **sim}
     if deobf is not None:
         rec = obfuscate_all(deobf, obfuscated, device, batch_size)
         out["recon_mse"] = float(torch.mean((rec - clean) ** 2))
@@ -474,7 +479,10 @@ class Trainer:
             # the detector file first: a checkpoint never names a detector file that is not on disk yet
             det_file = path.with_suffix(".detector.onnx")
             sha = self.detector.export_onnx(det_file)
-            extra = {"mode": "private", "pair": {"detector": self.cfg.detector.spec, "file": det_file.name, "sha256": sha},
+            pair = {"detector": self.cfg.detector.spec, "file": det_file.name, "sha256": sha}
+            if "val_count_threshold" in metrics:  # its scores are its own: count at the threshold validation chose
+                pair["conf_threshold"] = float(metrics["val_count_threshold"])
+            extra = {"mode": "private", "pair": pair,
                      "detector": {"name": self.cfg.detector.spec, "state_dict": _state(self.detector.torch_model())}}
             det_state = {"opt_det": self.opt_det.state_dict()}
         save_checkpoint(
