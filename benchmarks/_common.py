@@ -70,7 +70,10 @@ def run_info(load_before: tuple[float, float, float], note: str | None = None,
     }
     if note is not None:
         machine["note"] = note
+    from silhouette.provenance import git_state
+
     info = {
+        **git_state(),  # commit and dirty flag: which code made these numbers
         "command": shlex.join([exe(), *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,

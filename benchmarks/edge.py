@@ -38,6 +38,15 @@ def _time(fn: Callable[[], object], warmup: int, min_repeats: int, min_seconds: 
     }
 
 
+def _wire_bytes(runner: Callable, frames: "object") -> float:
+    """Mean bytes a frame of the obfuscator's output costs on the wire, as PNG (the edge client's default encoding)."""
+    from silhouette.imaging import batch_to_bgr
+    from silhouette.wire import encode_frame
+
+    sizes = [len(encode_frame(img, "png")) for img in batch_to_bgr(runner(frames))]
+    return round(sum(sizes) / len(sizes), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Time every obfuscator variant and zoo detector on one core; print a table and write JSON."""
     from silhouette.edge.export import CALIB_RANGE, export_onnx, pets_frames, quantize_int8
@@ -72,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = build_obfuscator(name).eval()
     if DEFAULT_CHECKPOINT.is_file():
         models["default (shipped)"] = load_obfuscator(None)
+    private = DEFAULT_CHECKPOINT.with_name("obfuscator_private.pt")
+    if private.is_file():
+        from silhouette.models.checkpoint import build_from_entry, read_checkpoint
+
+        models["private (shipped)"] = build_from_entry(read_checkpoint(private)["obfuscator"], private).eval()
+    wire_frames = bgr_batch(pets_frames(600, 680, 8))  # 8 test frames: what the camera sends, encoded as `edge` does
 
     obf_rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             row["onnx_int8"] = _time(lambda: int8_run(batch), **timing)
             full = OnnxRunner(fp32, threads=os.cpu_count())
             row["onnx_fp32_all_cores"] = _time(lambda: full(batch), **timing)
+            row["wire_bytes_png"] = _wire_bytes(fp32_run, wire_frames)
             obf_rows.append(row)
             print(
-                f"{name:18s} {row['macs'] / 1e9:6.3f} GMAC  torch {row['torch']['fps_per_core']:7.1f}  "
+                f"{name:18s} {row['wire_bytes_png'] / 1024:6.1f} KiB/frame  {row['macs'] / 1e9:6.3f} GMAC  torch {row['torch']['fps_per_core']:7.1f}  "
                 f"onnx {row['onnx_fp32']['fps_per_core']:7.1f}  int8 {row['onnx_int8']['fps_per_core']:7.1f} fps/core  "
                 f"(onnx, {os.cpu_count()} threads: {row['onnx_fp32_all_cores']['fps_wall']:.1f} fps wall)",
                 flush=True,
