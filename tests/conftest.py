@@ -65,3 +65,24 @@ def pets_every(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Callab
         return built[every]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(pets_every: Callable[[int], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: a one-epoch private pair (last.pt + last.detector.onnx) on sparse PETS frames, built once per overrides."""
+    from silhouette.training.config import load_config
+    from silhouette.training.trainer import train
+
+    built: dict[tuple[str, ...], Path] = {}
+
+    def get(*overrides: str) -> Path:
+        if overrides not in built:
+            out = tmp_path_factory.mktemp("pair") / "run"
+            cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", [
+                f"data.root={pets_every(40)}", "detector.spec=yolox_nano", "data.crop=[96, 128]", "data.frame_stride=1",
+                "mode=private", "detector.targets=gt", *overrides])
+            train(cfg, out, progress=False)
+            built[overrides] = out / "last.pt"
+        return built[overrides]
+
+    return get

@@ -28,6 +28,23 @@ _fields = st.sampled_from(["lr_obf", "lr_decay_obf", "grad_clip", "threads", "ep
                            "lr", "face_weight", "obfuscator_kwargs", "root", "batch_size", "min_ap50"])
 
 
+def _mutate(data: st.DataObject, blob: bytes, edits: int, inserts: list[bytes]) -> bytes:
+    """Up to `edits` byte flips, cuts to the end, and (when `inserts` is given) insertions of those snippets."""
+    b = bytearray(blob)
+    ops = ["flip", "cut"] + (["insert"] if inserts else [])
+    for _ in range(data.draw(st.integers(1, edits))):
+        if not b:
+            break
+        i, op = data.draw(st.integers(0, len(b) - 1)), data.draw(st.sampled_from(ops))
+        if op == "flip":
+            b[i] = data.draw(st.integers(0, 255))
+        elif op == "cut":
+            del b[i : i + data.draw(st.integers(1, len(b)))]
+        else:
+            b[i:i] = data.draw(st.sampled_from(inserts))
+    return bytes(b)
+
+
 def _one_line(exc: SilhouetteError) -> None:
     assert str(exc) and "\n" not in str(exc), repr(str(exc))
 
@@ -66,20 +83,9 @@ def test_mutated_shipped_config_files(tmp_path_factory: pytest.TempPathFactory, 
     """Byte flips, cuts and insertions in a real config: valid YAML or not, the answer is a config or one line."""
     from silhouette.training.config import load_config
 
-    text = bytearray((REPO / "configs" / data.draw(st.sampled_from(["tiny.yaml", "default.yaml", "private.yaml"]))).read_bytes())
-    for _ in range(data.draw(st.integers(1, 6))):
-        if not text:
-            break
-        i = data.draw(st.integers(0, len(text) - 1))
-        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
-        if op == "flip":
-            text[i] = data.draw(st.integers(0, 255))
-        elif op == "cut":
-            del text[i : i + data.draw(st.integers(1, 40))]
-        else:
-            text[i:i] = data.draw(st.sampled_from([b": ", b"- ", b".inf", b"-1", b"{", b"[", b"'", b"\x00", b"\n  x: 1"]))
+    text = (REPO / "configs" / data.draw(st.sampled_from(["tiny.yaml", "default.yaml", "private.yaml"]))).read_bytes()
     path = tmp_path_factory.mktemp("cfg") / "c.yaml"
-    path.write_bytes(bytes(text))
+    path.write_bytes(_mutate(data, text, 6, [b": ", b"- ", b".inf", b"-1", b"{", b"[", b"'", b"\x00", b"\n  x: 1"]))
     try:
         load_config(path)
     except SilhouetteError as exc:
@@ -92,17 +98,8 @@ def test_mutated_checkpoints_fail_in_one_line(tmp_path_factory: pytest.TempPathF
     """A shipped checkpoint with bytes flipped, cut or spliced loads (if untouched where it matters) or is refused."""
     from silhouette.models.checkpoint import load_obfuscator
 
-    blob = bytearray(DEFAULT_CHECKPOINT.read_bytes())
-    for _ in range(data.draw(st.integers(1, 4))):
-        if not blob:
-            break
-        i = data.draw(st.integers(0, len(blob) - 1))
-        if data.draw(st.booleans()):
-            blob[i] = data.draw(st.integers(0, 255))
-        else:
-            del blob[i:]
     path = tmp_path_factory.mktemp("ckpt") / "c.pt"
-    path.write_bytes(bytes(blob))
+    path.write_bytes(_mutate(data, DEFAULT_CHECKPOINT.read_bytes(), 4, []))
     try:
         load_obfuscator(path)
     except SilhouetteError as exc:

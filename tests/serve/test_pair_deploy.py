@@ -15,21 +15,12 @@ from silhouette.serve.app import app_from_config
 from silhouette.serve.config import ServiceConfig
 from silhouette.serve.server import ServerThread
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def pair(pets_every: Callable[[int], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pair(tiny_pair: Callable[..., Path]) -> Path:
     """A one-epoch private pair with the shipped private bottlenecks (grey, 4x4 cells, 4 levels)."""
-    from silhouette.training.config import load_config
-    from silhouette.training.trainer import train
-
-    out = tmp_path_factory.mktemp("pair") / "run"
-    cfg = load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.root={pets_every(40)}", "detector.spec=yolox_nano", "data.crop=[96, 128]", "data.frame_stride=1",
-        "mode=private", "detector.targets=gt", "model.obfuscator_kwargs={grey: true, output_scale: 4, output_levels: 4}"])
-    train(cfg, out, progress=False)
-    return out / "last.pt"
+    return tiny_pair("model.obfuscator_kwargs={grey: true, output_scale: 4, output_levels: 4}")
 
 
 @contextlib.contextmanager

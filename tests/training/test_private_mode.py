@@ -197,19 +197,9 @@ def test_gt_targets_need_gt(tiny_config: Callable[..., Config], tmp_path: Path, 
 
 
 @pytest.fixture(scope="module")
-def pair(pets_every: Callable[[int], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pair(tiny_pair: Callable[..., Path]) -> Path:
     """A one-epoch private pair on sparse PETS frames: last.pt + last.detector.onnx."""
-    from silhouette.training.config import load_config
-    from silhouette.training.trainer import train
-
-    from .conftest import REPO
-
-    out = tmp_path_factory.mktemp("pair") / "run"
-    cfg = load_config(REPO / "configs" / "tiny.yaml", [
-        f"data.root={pets_every(40)}", "detector.spec=yolox_nano", "data.crop=[96, 128]", "data.frame_stride=1",
-        "mode=private", "detector.targets=gt"])
-    train(cfg, out, progress=False)
-    return out / "last.pt"
+    return tiny_pair()
 
 
 def _main(*argv: str) -> tuple[int, str, str]:

@@ -5,8 +5,7 @@ Names are loaded lazily so that `silhouette --help` does not import torch or Ope
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from silhouette.lazy import lazy_exports
 
 _EXPORTS = {
     "Frame": "sources",
@@ -32,15 +31,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"silhouette.data.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'silhouette.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

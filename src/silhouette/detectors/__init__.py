@@ -5,8 +5,7 @@ Names are loaded lazily so that registering the CLI's commands imports no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from silhouette.lazy import lazy_exports
 
 _EXPORTS = {
     "PERSON": "base",
@@ -20,15 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
