@@ -15,7 +15,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "silhouette"
 CAMERA_MODULES = (
     "silhouette.wire", "silhouette.imaging", "silhouette.paths", "silhouette.fileio", "silhouette.data.sources",
     "silhouette.edge.checkpoint", "silhouette.edge.export", "silhouette.edge.runtime", "silhouette.edge.sinks",
-    "silhouette.edge.pipeline", "silhouette.edge.client", "silhouette.edge.cli", "silhouette.serve.cli", "silhouette.cli",
+    "silhouette.edge.pipeline", "silhouette.edge.client", "silhouette.edge.cli", "silhouette.edge.fleet",
+    "silhouette.edge.spool", "silhouette.serve.cli", "silhouette.cli", "silhouette.provenance", "silhouette.lazy",
 )
 HEAVY = ("torch", "torchvision", "onnx", "onnx2torch", "fastapi", "starlette", "uvicorn", "pydantic", "sqlalchemy", "ray")
 

@@ -132,7 +132,8 @@ def test_opencv_decoder_limit_is_one_line_in_obfuscate_prepare_and_edge(onnx_pat
     commands = [
         ["obfuscate", str(img), "--checkpoint", str(onnx_path), "--out", str(tmp_path / "o.png"), "--no-progress"],
         ["prepare", "folder", "--source", str(folder), "--out", str(tmp_path / "ds"), "--no-progress"],
-        ["edge", "--source", str(img), "--server", "http://127.0.0.1:9", "--checkpoint", str(onnx_path), "--retries", "0"],
+        ["edge", "--source", str(img), "--server", "http://127.0.0.1:9", "--checkpoint", str(onnx_path), "--no-spool",
+         "--retries", "0"],
     ]
     env = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "1000"}
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], capture_output=True, text=True, env=env, timeout=120)

@@ -73,7 +73,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "silhouette", "serve", "--no-auth", "--host", "127.0.0.1", "--port", str(port), "--threads", "1"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(log.parent))
+        # in its own folder: a service without --db keeps its counts in a SQLite file in the working directory
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(log.parent), cwd=log.parent)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120  # the detector loads in a few seconds; a busy CI core can be slower

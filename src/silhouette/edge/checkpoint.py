@@ -13,11 +13,15 @@ from silhouette.paths import DEFAULT_CHECKPOINT, DEFAULT_ONNX
 ENV_CACHE = "SILHOUETTE_CACHE"
 
 
-def cache_dir() -> Path:
-    """Where exported ONNX files are cached: $SILHOUETTE_CACHE, else ~/.cache/silhouette."""
+def cache_root() -> Path:
+    """The camera's cache folder: $SILHOUETTE_CACHE, else $XDG_CACHE_HOME/silhouette (~/.cache/silhouette)."""
     env = os.environ.get(ENV_CACHE)
-    base = Path(env).expanduser() if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "silhouette"
-    return base / "onnx"
+    return Path(env).expanduser() if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "silhouette"
+
+
+def cache_dir() -> Path:
+    """Where exported ONNX files are cached: <cache_root>/onnx."""
+    return cache_root() / "onnx"
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike[str] | None) -> Path:

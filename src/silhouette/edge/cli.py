@@ -7,15 +7,15 @@ import os
 import sys
 from pathlib import Path
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from silhouette.cli import positive_int
+from silhouette.edge.spool import DEFAULT_SPOOL_MB
 from silhouette.errors import SilhouetteError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from silhouette.edge.client import EdgeClient
+    from silhouette.edge.fleet import Camera, CameraSpec
 
 DEFAULT_SIZE_TEXT = "320x200"
 
@@ -101,13 +101,37 @@ def _add_export(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.set_defaults(func=cmd_export)
 
 
+EDGE_DESCRIPTION = """\
+Reads one or more sources, obfuscates each frame on this machine and posts ONLY the obfuscated encoding; prints
+person counts and bandwidth, one summary line per camera and a total.
+
+Several cameras in one process: repeat --source, with one --camera-id per --source in the same order
+(  --source rtsp://a/stream --camera-id gate-1 --source 0 --camera-id lobby  ), or list them in a YAML file:
+  --fleet fleet.yaml     cameras:
+                           - {camera_id: gate-1, source: "rtsp://a/stream", every: 2}
+                           - {camera_id: lobby, source: 0, max_fps: 1}
+(per camera: camera_id and source, optional every, max_frames, max_fps; the other options apply to all).
+Each camera runs in its own threads and its frames reach the service in capture order.
+
+While the service is unreachable (refused, reset, timed out, 5xx), frames go to a spool on disk, one folder per
+camera (created 0700) holding only obfuscated encodings and their headers; when the service answers again the
+spool is sent oldest first, and new frames queue behind it. A restarted client sends what an earlier run spooled.
+"""
+
+
 def _add_edge(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     """`silhouette edge`: obfuscate locally and send to a service."""
     p = sub.add_parser(
         "edge", help="camera client: obfuscate locally and send only obfuscated frames to a service",
-        description="Reads a source, obfuscates each frame on this machine and posts ONLY the obfuscated encoding; prints person counts and bandwidth.",
+        description=EDGE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--source", required=True, help="image, folder, video, webcam index or rtsp/http URL")
+    p.add_argument("--source", action="append", metavar="SRC",
+                   help="image, folder, video, webcam index or rtsp/http URL; repeat for several cameras")
+    p.add_argument("--camera-id", action="append", metavar="ID",
+                   help="camera id for the service's counts, one per --source in the same order (default: derived from each source)")
+    p.add_argument("--fleet", metavar="YAML", help="cameras from a file instead of --source/--camera-id (see above)")
+    p.add_argument("--max-fps", type=float, metavar="N",
+                   help="at most N frames per second per camera: a file is read at that pace, a live source skips frames")
     p.add_argument("--pair", metavar="CKPT",
                    help="private mode: obfuscate with this pair's obfuscator and name the pair to the service, which "
                         "must run its detector (`serve --pair`); replaces --checkpoint")
@@ -115,7 +139,6 @@ def _add_edge(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                    help="largest input frame in pixels, checked before decoding (default 4096*4096)")
     p.add_argument("--server", required=True, metavar="URL", help="service base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--api-key-file", metavar="FILE", help="file whose first line is the API key (default: $SILHOUETTE_API_KEY)")
-    p.add_argument("--camera-id", metavar="ID", help="camera id for the service's rolling counts (default: derived from the source)")
     p.add_argument(
         "--format",
         default="png",
@@ -123,23 +146,36 @@ def _add_edge(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
         help="encoding of the frames sent (default png: JPEG artefacts on obfuscated frames shift the cloud's counts)",
     )
     p.add_argument("--quality", type=_quality, default=90, metavar="Q", help="JPEG quality 1-100 (default 90)")
-    p.add_argument(
-        "--retries", type=int, metavar="N",
-        help="at most N retries per frame when the server is unreachable, busy or times out (default: no count limit, see --retry-for)",
-    )
-    p.add_argument(
-        "--retry-for", type=float, metavar="SECONDS",
-        help="keep retrying a frame for this long before reporting it lost (default 30 s, enough for a server restart; "
-        "no time limit when only --retries is given); the first limit reached ends the retries",
-    )
+    _add_edge_delivery(p)
     p.add_argument("--require-tls", action="store_true", help="refuse plain http:// to a host that is not loopback (default: warn when it would carry the API key)")
-    p.add_argument("--backoff", type=float, default=0.25, metavar="S", help="first retry delay in seconds, doubled each retry (default 0.25)")
-    p.add_argument("--max-backoff", type=float, default=4.0, metavar="S", help="cap on the retry delay (default 4 s)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="HTTP timeout per request (default 10 s)")
-    p.add_argument("--report", metavar="JSON", help="also write the summary as JSON")
+    p.add_argument("--report", metavar="JSON", help="also write the summary (total and per camera) as JSON")
     p.add_argument("--quiet", action="store_true", help="print only the summary, not one line per frame")
     _add_model_options(p)
     p.set_defaults(func=cmd_edge)
+
+
+def _add_edge_delivery(p: argparse.ArgumentParser) -> None:
+    """The edge command's spool and retry options."""
+    p.add_argument("--spool", metavar="DIR",
+                   help="spool folder; each camera uses DIR/<camera id> (default: $SILHOUETTE_CACHE/spool, "
+                        "else ~/.cache/silhouette/spool)")
+    p.add_argument("--spool-max-mb", type=float, default=DEFAULT_SPOOL_MB, metavar="MB",
+                   help=f"spool size per camera; when full the oldest frames are dropped and counted as lost (default {DEFAULT_SPOOL_MB:g})")
+    p.add_argument("--no-spool", action="store_true",
+                   help="no spool: a frame is retried in memory (--retries/--retry-for), then counted as failed")
+    p.add_argument(
+        "--retries", type=int, metavar="N",
+        help="with --no-spool: at most N retries per frame (default: no count limit, see --retry-for)",
+    )
+    p.add_argument(
+        "--retry-for", type=float, metavar="SECONDS",
+        help="with the spool: how long to wait at the end of the input for an unreachable service before leaving the "
+             "spooled frames to the next run; with --no-spool: how long a frame is retried before it counts as failed "
+             "(default 30 s)",
+    )
+    p.add_argument("--backoff", type=float, default=0.25, metavar="S", help="first retry delay in seconds, doubled each retry (default 0.25)")
+    p.add_argument("--max-backoff", type=float, default=4.0, metavar="S", help="cap on the retry delay (default 4 s)")
 
 
 def cmd_obfuscate(args: argparse.Namespace) -> int:
@@ -216,8 +252,11 @@ def _edge_client(args: argparse.Namespace) -> EdgeClient:
     else:
         logging.getLogger("silhouette.edge").warning("no API key (--api-key-file or $%s); sending without one", DEFAULT_API_KEY_ENV)
     pair_id = _edge_pair(args)
+    if args.retries is not None and not args.no_spool:
+        raise SilhouetteError("--retries counts tries of a frame kept in memory: it needs --no-spool (with the spool, "
+                              "a frame that fails goes to disk and is retried until the service takes it)")
     return EdgeClient(
-        args.server, key, args.camera_id, args.timeout, args.retries, args.backoff, args.max_backoff,
+        args.server, key, None, args.timeout, args.retries, args.backoff, args.max_backoff,
         retry_for=args.retry_for, require_tls=args.require_tls, pair_id=pair_id,
     )
 
@@ -240,52 +279,124 @@ def _edge_pair(args: argparse.Namespace) -> str | None:
     return found
 
 
-def _print_edge_summary(args: argparse.Namespace, summary: dict, size: tuple[int, int]) -> None:
-    """One summary line: delivery, retries, persons and bandwidth."""
-    s = summary
+def _edge_specs(args: argparse.Namespace) -> list[CameraSpec]:
+    """The cameras to run, from --fleet or repeated --source/--camera-id; one-line errors before anything starts."""
+    from silhouette.edge.fleet import load_fleet, specs_from_options
+
+    if args.max_fps is not None and not args.max_fps > 0:
+        raise SilhouetteError(f"--max-fps {args.max_fps}: must be > 0")
+    if args.spool_max_mb is not None and not args.spool_max_mb > 0:
+        raise SilhouetteError(f"--spool-max-mb {args.spool_max_mb}: must be > 0")
+    if args.fleet:
+        if args.source or args.camera_id:
+            raise SilhouetteError("--fleet lists the cameras: drop --source and --camera-id")
+        return load_fleet(args.fleet)
+    if not args.source:
+        raise SilhouetteError("give --source SRC (repeat it for several cameras) or --fleet FILE")
+    return specs_from_options(args.source, args.camera_id, args.every, args.max_frames, args.max_fps)
+
+
+def _edge_cameras(args: argparse.Namespace, specs: list[CameraSpec], size: tuple[int, int]) -> list[Camera]:
+    """Open every source (then name unnamed cameras after them), every spool, and one obfuscator they all share."""
+    from silhouette.data.sources import open_source
+    from silhouette.edge.checkpoint import cache_root
+    from silhouette.edge.fleet import Camera, check_camera_id, check_unique
+    from silhouette.edge.pipeline import EdgeObfuscator
+    from silhouette.edge.runtime import load_runner
+    from silhouette.edge.spool import Spool
+
+    sources = [open_source(spec.source, max_pixels=args.max_pixels) for spec in specs]  # all, before a model or spool
+    for spec, src in zip(specs, sources):
+        # a derived name is already safe_name()d; the service takes 64 characters
+        spec.camera_id = spec.camera_id or check_camera_id(src.name[:64], f"{spec.source}: derived camera id")
+    check_unique([(spec.camera_id, spec.source) for spec in specs])  # type: ignore[misc]
+    root = Path(args.spool).expanduser() if args.spool else cache_root() / "spool"
+    spools: list[Any] = []
+    try:
+        for spec in specs:
+            spools.append(None if args.no_spool else Spool(root / str(spec.camera_id), int(args.spool_max_mb * 2**20), str(spec.camera_id)))
+        runner = load_runner(args.pair or args.checkpoint, args.backend, args.threads)  # one for all: see fleet.py
+        return [Camera(spec, src, spool, EdgeObfuscator(runner, size)) for spec, src, spool in zip(specs, sources, spools)]
+    except BaseException:
+        for spool in spools:
+            if spool is not None:
+                spool.close()
+        raise
+
+
+def _edge_line(label: str, s: dict, args: argparse.Namespace, size: tuple[int, int]) -> str:
+    """One summary line: delivery, spool, retries, persons and bandwidth."""
     ratio = s["bytes_per_frame_sent"] / s["bytes_per_frame_original"] if s["bytes_per_frame_original"] and s["sent"] else float("nan")
-    print(
-        f"summary: {s['frames']} frames, {s['sent']} delivered, {s['failed']} failed, {s['retries']} retries, "
-        f"{s['people_total']} person detections; {args.format} q{args.quality}: {s['bytes_per_frame_sent'] / 1024:.1f} KiB/frame sent vs "
+    line = (
+        f"{label}: {s['frames']} frames, {s['sent']} delivered, {s['failed']} failed, {s['spooled']} spooled, "
+        f"{s['lost']} lost, {s['left']} left in the spool, {s['retries']} retries, {s['people_total']} person detections; "
+        f"{args.format} q{args.quality}: {s['bytes_per_frame_sent'] / 1024:.1f} KiB/frame sent vs "
         f"{s['bytes_per_frame_original'] / 1024:.1f} KiB original ({s['bytes_per_frame_original_at_model_size'] / 1024:.1f} KiB at {size[0]}x{size[1]}), "
         f"ratio {ratio:.2f}; {s['fps']:.1f} frames/s"
     )
+    if s["carried"]:
+        line += f"; {s['carried']} frame(s) from an earlier run's spool, {s['replayed']} of them delivered"
+    if s["error"]:
+        line += f"; source stopped: {s['error']}"
+    return line
+
+
+def _edge_report(args: argparse.Namespace, cameras: list[Camera], client: EdgeClient, size: tuple[int, int]) -> int:
+    """Print one line per camera and the total, write --report; exit status 0 only if every frame was delivered."""
+    from silhouette.edge.fleet import total
+    from silhouette.fileio import write_json
+
+    stats = [cam.stats for cam in cameras]
+    everything = total(stats)
+    for s in stats:
+        print(_edge_line(f"camera {s.camera_id}", s.summary(), args, size))
+    print(_edge_line("summary", everything.summary(), args, size), flush=True)
+    if args.report:
+        report = {**everything.summary(), "cameras": {s.camera_id: s.summary() for s in stats}, "server": args.server,
+                  "format": args.format, "quality": args.quality, "run_id": client.run_id}
+        if len(stats) == 1:
+            report["camera_id"] = stats[0].camera_id
+        write_json(args.report, report)
+    return 0 if all(s.complete for s in stats) else 1
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
     """Handler of `silhouette edge`."""
-    from silhouette.data.sources import open_source, sample_frames
-    from silhouette.edge.client import run_edge
-    from silhouette.edge.pipeline import EdgeObfuscator
-    from silhouette.edge.runtime import load_runner
-    from silhouette.fileio import write_json
+    import threading
+
+    from silhouette.edge.client import DEFAULT_RETRY_FOR
+    from silhouette.edge.fleet import Fleet, SendConfig
+    from silhouette.edge.runtime import obfuscator_id
+    from silhouette.fileio import Terminated, cleanup_on_sigterm
 
     size = _size(args.size)
+    specs = _edge_specs(args)
     client = _edge_client(args)
+    printing = threading.Lock()
+
+    def show(camera_id: str, index: int, result: dict | None, replayed: bool) -> None:
+        """One line per answered frame (from the sender threads, so printed under a lock)."""
+        if args.quiet:
+            return
+        what = f"{camera_id} frame {index}" + (" (spooled by an earlier run)" if replayed else "")
+        with printing:
+            print(f"{what}: {'FAILED (not delivered)' if result is None else str(result.get('count')) + ' person(s)'}", flush=True)
+
     try:
-        source = open_source(args.source, max_pixels=args.max_pixels)
-        client.set_camera(args.camera_id or source.name[:64])  # a derived name is already safe_name()d; the service takes 64 chars
-        edge = EdgeObfuscator(load_runner(args.pair or args.checkpoint, args.backend, args.threads), size)
-
-        def frames() -> Iterator[tuple[int, np.ndarray]]:
-            for i, frame in enumerate(sample_frames(iter(source), every=args.every)):
-                if args.max_frames is not None and i >= args.max_frames:
-                    return
-                yield frame.index, frame.image
-
-        def show(index: int, result: dict | None, stats: Any) -> None:  # noqa: ARG001 - run_edge's callback signature
-            if args.quiet:
-                return
-            if result is None:
-                print(f"frame {index}: FAILED (not delivered)", flush=True)
-            else:
-                print(f"frame {index}: {result['count']} person(s)", flush=True)
-
-        stats = run_edge(frames(), edge, client, args.format, args.quality, size, on_result=show)
+        cameras = _edge_cameras(args, specs, size)
+        runner = cameras[0].edge.runner
+        cfg = SendConfig(args.format, args.quality, size, obfuscator_id(runner),
+                         args.retry_for if args.retry_for is not None else DEFAULT_RETRY_FOR, show)
+        try:
+            with cleanup_on_sigterm("edge"):
+                Fleet(cameras, client, cfg).run()
+        except (KeyboardInterrupt, Terminated):
+            _edge_report(args, cameras, client, size)  # what was delivered and what waits in the spool
+            raise
+        finally:
+            for cam in cameras:
+                if cam.spool is not None:
+                    cam.spool.close()  # its lock: an in-process caller may start another client on the folder
     finally:
         client.close()
-    s = stats.summary()
-    _print_edge_summary(args, s, size)
-    if args.report:
-        write_json(args.report, {**s, "camera_id": client.camera_id, "server": args.server, "format": args.format, "quality": args.quality})
-    return 0 if s["failed"] == 0 else 1
+    return _edge_report(args, cameras, client, size)

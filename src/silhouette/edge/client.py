@@ -13,7 +13,8 @@ import numpy as np
 
 from silhouette.errors import SilhouetteError
 from silhouette.wire import (
-    API_KEY_HEADER, CAMERA_ID_RE, DETECT_PATH, IDEMPOTENCY_HEADER, PAIR_HEADER, content_type, encode_frame, frame_key,
+    API_KEY_HEADER, CAMERA_ID_RE, CAPTURE_TIME_HEADER, DETECT_PATH, IDEMPOTENCY_HEADER, OBFUSCATOR_HEADER, PAIR_HEADER,
+    content_type, encode_frame, frame_key,
 )
 
 log = logging.getLogger("silhouette.edge")
@@ -87,6 +88,23 @@ def check_transport(server: str, sends_key: bool, require_tls: bool = False) -> 
         log.warning("sending the API key in clear text over http:// to %s; use https:// (or --require-tls to refuse)", parts.hostname)
 
 
+OK, RETRY, REJECTED = "ok", "retry", "rejected"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One POST's outcome: OK (a 2xx and its result), RETRY (server down, busy or timed out) or REJECTED (a 4xx)."""
+
+    outcome: str
+    result: dict[str, Any] | None
+    reason: str
+
+
+def capture_time(t: float) -> str:
+    """X-Capture-Time's value: unix seconds with milliseconds."""
+    return f"{t:.3f}"
+
+
 def _detail(response: Any) -> str:
     """The service's one-line reason, from its JSON error body."""
     try:
@@ -121,10 +139,8 @@ class EdgeClient:
             raise SilhouetteError("--retries, --retry-for, --backoff and --max-backoff must be >= 0")
         check_transport(server, bool(api_key), require_tls)
         self.url = server.rstrip("/") + DETECT_PATH
-        self.headers = {API_KEY_HEADER: api_key} if api_key else {}
-        if pair_id:
-            # private mode: the service refuses (409) frames of an obfuscator its detector was not trained with
-            self.headers[PAIR_HEADER] = pair_id
+        self.auth = {API_KEY_HEADER: api_key} if api_key else {}  # per client, never part of a (spooled) frame
+        self.pair_id = pair_id
         self.set_camera(camera_id)
         self.max_retries = max_retries
         # a retry count alone keeps its old meaning; with neither limit given, retry for DEFAULT_RETRY_FOR seconds
@@ -136,6 +152,7 @@ class EdgeClient:
         # random per client start: a restarted client counts frames from 0 again, and those are new frames
         self.run_id = run_id or secrets.token_hex(8)
         self._calls = itertools.count()
+        self.timeout = timeout
         self.client = httpx.Client(timeout=timeout)
 
     def set_camera(self, camera_id: str | None) -> None:
@@ -168,44 +185,64 @@ class EdgeClient:
             wait = min(wait, remaining)  # the last try lands on the deadline, so a retry_for-long outage is covered
         return wait
 
-    def detect(self, payload: bytes, content_type: str, key: str | None = None) -> tuple[dict[str, Any] | None, int]:
+    def frame_headers(self, content_type: str, key: str, captured: float | None = None,
+                      obfuscator: str | None = None) -> dict[str, str]:
+        """The per-frame headers (what a spooled frame keeps): type, idempotency key, capture time, obfuscator, pair."""
+        headers = {"Content-Type": content_type, IDEMPOTENCY_HEADER: key}
+        if captured is not None:
+            headers[CAPTURE_TIME_HEADER] = capture_time(captured)
+        if obfuscator:
+            headers[OBFUSCATOR_HEADER] = obfuscator
+        if self.pair_id:
+            # private mode: the service refuses (409) frames of an obfuscator its detector was not trained with
+            headers[PAIR_HEADER] = self.pair_id
+        return headers
+
+    def detect(self, payload: bytes, content_type: str, key: str | None = None,
+               headers: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, int]:
         """POST one encoded frame; returns (result or None once the retry budget is spent, retries used)."""
         # one key for all tries of this frame: the server answers a repeat with the first result instead of counting again
         key = key or frame_key(self.camera_id, self.run_id, f"call{next(self._calls)}")  # never equal to a frame's key
-        headers = {**self.headers, "Content-Type": content_type, IDEMPOTENCY_HEADER: key}
+        headers = {**self.frame_headers(content_type, key), **(headers or {})}
         deadline = None if self.retry_for is None else self.clock() + self.retry_for
         attempt = 0
         while True:
-            done, result, reason = self._attempt(payload, headers)
-            if done:
-                return result, attempt
+            reply = self.post(payload, headers, self.camera_id)
+            if reply.outcome != RETRY:
+                return reply.result, attempt
             wait = self.next_wait(attempt, deadline)
             if wait is None:
                 break
-            log.debug("attempt %d failed (%s); retrying in %.2fs", attempt + 1, reason, wait)
+            log.debug("attempt %d failed (%s); retrying in %.2fs", attempt + 1, reply.reason, wait)
             self.sleep(wait)
             attempt += 1
-        log.warning("giving up on a frame after %d attempts (%s)", attempt + 1, reason)
+        log.warning("giving up on a frame after %d attempts (%s)", attempt + 1, reply.reason)
         return None, attempt
 
-    def _attempt(self, payload: bytes, headers: dict[str, str]) -> tuple[bool, dict[str, Any] | None, str]:
-        """One POST: (final?, result, why it failed); a refused API key raises SilhouetteError."""
+    def post(self, payload: bytes, headers: dict[str, str], camera_id: str | None = None) -> Reply:
+        """One POST of an encoded frame with its per-frame headers; raises SilhouetteError when no frame can succeed."""
         import httpx
 
+        params = {"camera_id": camera_id} if camera_id else {}
         try:
-            r = self.client.post(self.url, content=payload, headers=headers, params=self.params)
+            r = self.client.post(self.url, content=payload, headers={**self.auth, **headers}, params=params)
         except httpx.TransportError as exc:  # refused, reset, timed out: the server may be restarting or still busy
-            return False, None, type(exc).__name__
-        if r.status_code == 200:
-            return True, r.json(), ""
+            return Reply(RETRY, None, type(exc).__name__)
+        if 200 <= r.status_code < 300:
+            try:
+                return Reply(OK, r.json(), "")
+            except ValueError:  # a proxy's page, not the service: the frame was not processed
+                return Reply(RETRY, None, f"HTTP {r.status_code} without a JSON body")
         if r.status_code == 401:
             raise SilhouetteError(f"{self.url}: the server refused the API key (401); check --api-key-file / $SILHOUETTE_API_KEY")
         if r.status_code == 409:  # the service runs another detector than this obfuscator needs: no frame can succeed
             raise SilhouetteError(f"{self.url}: {_detail(r)} (409)")
+        if r.status_code in (404, 405):  # not the service (or not its API version): every frame would get the same
+            raise SilhouetteError(f"{self.url}: no detection endpoint there (HTTP {r.status_code}); check --server")
         if r.status_code >= 500 or r.status_code in RETRY_STATUS:
-            return False, None, f"HTTP {r.status_code}"
-        log.warning("server rejected the frame: %s %s", r.status_code, r.text[:200])
-        return True, None, f"HTTP {r.status_code}"  # retrying the same bytes cannot help
+            return Reply(RETRY, None, f"HTTP {r.status_code}")
+        log.warning("server rejected the frame: %s %s", r.status_code, _detail(r))
+        return Reply(REJECTED, None, f"HTTP {r.status_code}: {_detail(r)}")  # retrying the same bytes cannot help
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -220,14 +257,20 @@ def run_edge(
     quality: int = 90,
     size: tuple[int, int] | None = None,
     on_result: Callable[[int, dict[str, Any] | None, EdgeStats], None] | None = None,
+    obfuscator_id: str | None = None,
 ) -> EdgeStats:
-    """Obfuscate each (index, BGR frame), send only the obfuscated encoding, count persons and bytes."""
+    """Obfuscate each (index, BGR frame), send only the obfuscated encoding, count persons and bytes (one thread, no spool).
+
+    `obfuscator_id` (X-Silhouette-Obfuscator) defaults to the digest of the model file of `obfuscator.runner`."""
     from silhouette.data.sources import resize_frame
+    from silhouette.edge.runtime import obfuscator_id as model_id
 
     mime = content_type(fmt)
+    obf_id = obfuscator_id or model_id(getattr(obfuscator, "runner", None))
     stats = EdgeStats()
     t0 = time.perf_counter()
     for index, image in frames:
+        captured = time.time()  # when the frame came out of the source
         obf = obfuscator(image)
         payload = encode_frame(obf, fmt, quality)
         # measured, never sent: what the original frame would have cost on the wire
@@ -235,7 +278,8 @@ def run_edge(
         if size is not None:
             stats.bytes_original_resized += len(encode_frame(resize_frame(image, size), fmt, quality))
         del image  # nothing below this line can touch the original frame
-        result, retries = client.detect(payload, mime, client.idempotency_key(index))
+        key = client.idempotency_key(index)
+        result, retries = client.detect(payload, mime, key, client.frame_headers(mime, key, captured, obf_id))
         stats.frames += 1
         stats.retries += retries
         if result is None:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from silhouette.edge.checkpoint import load_torch_obfuscator, require_torch, resolve_checkpoint
+from silhouette.edge.checkpoint import file_digest, load_torch_obfuscator, require_torch, resolve_checkpoint
 from silhouette.edge.export import cached_onnx
 from silhouette.errors import SilhouetteError
 
@@ -28,11 +28,12 @@ class TorchRunner:
 
     backend = "torch"
 
-    def __init__(self, model: Any, threads: int | None = None) -> None:
+    def __init__(self, model: Any, threads: int | None = None, path: Path | None = None) -> None:
         torch = require_torch("--backend torch")
         if threads:
             torch.set_num_threads(int(threads))
         self.model = model.eval()
+        self.path = path  # the checkpoint the model came from (names the obfuscator on the wire)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -77,6 +78,12 @@ def load_runner(checkpoint: str | os.PathLike[str] | None = None, backend: str =
         ckpt = resolve_checkpoint(checkpoint)
         if ckpt.suffix.lower() == ".onnx":
             raise SilhouetteError(f"--checkpoint {ckpt} is an ONNX file; use --backend onnx")
-        return TorchRunner(load_torch_obfuscator(ckpt), threads)
+        return TorchRunner(load_torch_obfuscator(ckpt), threads, ckpt)
     # no spinning: ORT's idle pool threads would otherwise busy-wait on the cores the decode/encode threads need
     return OnnxRunner(cached_onnx(checkpoint, int8=backend == "onnx-int8"), threads, backend, spinning=False)
+
+
+def obfuscator_id(runner: Any) -> str | None:
+    """What X-Silhouette-Obfuscator says: the first 16 hex of the SHA-256 of the model file `runner` runs (None: no file)."""
+    path = getattr(runner, "path", None)
+    return file_digest(Path(path)) if path is not None and Path(path).is_file() else None
