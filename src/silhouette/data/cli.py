@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from silhouette.cli import positive_int
 from silhouette.errors import SilhouetteError
-
 
 FIT_HELP = (
     "footage of another aspect ratio than --size: letterbox = scale to fit, keep the aspect ratio, grey (114) bars; "
@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split-fractions", metavar="TR,VA,TE", help="train,val,test fractions of each camera's timeline (default: 0.7,0.1,0.2)")
     p.add_argument("--camera-split", action="append", metavar="CAM=SPLIT",
                    help="put camera CAM wholly in SPLIT (repeatable; '*=train' for all others); implies --split-by camera")
-    p.add_argument("--max-pixels", type=_positive_int, metavar="N",
+    p.add_argument("--max-pixels", type=positive_int, metavar="N",
                    help="refuse images and video frames larger than N pixels, checked before decoding "
                         "(default: 16777216 = 4096x4096)")
     p.add_argument("--strict", action="store_true",
@@ -72,17 +72,6 @@ def register(subparsers: Any) -> None:
     q.add_argument("--force", action="store_true", help="rebuild even if up-to-date labels exist")
     q.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     q.set_defaults(func=cmd_label)
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _list_datasets() -> int:
