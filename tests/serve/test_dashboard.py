@@ -1,4 +1,5 @@
-"""The dashboard router: login flow, sessions, failed-login limit, JSON endpoints, and a real Chromium on a real server."""
+"""The dashboard router: login flow, sessions, failed-login limit, JSON endpoints, a real Chromium on a real server,
+and the dashboard of the real service (`silhouette serve`) fed by the real edge client."""
 
 from __future__ import annotations
 
@@ -391,10 +392,7 @@ def test_dashboard_in_chromium(chromium: str, obfuscated_frames: dict[str, Frame
     assert not seen["problems"], seen["problems"]  # no script error, no CSP violation
     assert seen["failed"] == [("POST", url + "/login", 401)], seen["failed"]  # the wrong key only
     assert seen["requests"] and not [r for r in seen["requests"] if API_KEY in r]
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("SILHOUETTE_UPDATE_SCREENSHOTS") == "1":  # docs are refreshed on request, not by every test run
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, SCREENSHOT)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # docs/img/dashboard.png comes from the real service, below
 
 
 def _watch(page: Page) -> dict[str, list]:
@@ -463,3 +461,117 @@ def _check_box_drawn(page: Page, canvas: str, box: list[float]) -> None:
     pixel = "(c, [x, y]) => Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data)"
     rgba = page.eval_on_selector(canvas, pixel, [x, y])
     assert rgba[1] > 180 and rgba[0] < 100, rgba  # the box green (#00e676), not the frame
+
+
+# --- the dashboard of the real service, fed by the real edge client -------------------------------------------------
+
+_FRAMES_ARE = "([cam, text]) => document.querySelector(`[data-camera='${cam}'] .frames`)?.textContent === text"
+_POINTS_FROM = "([cam, n]) => Number(document.querySelector(`[data-camera='${cam}'] canvas.chart`)?.dataset.points) >= n"
+PNG_MARKS = (b"\x89PNG\r\n\x1a\n", b"IHDR", b"IDAT")  # the signature and chunk tags of every PNG the edge sends
+
+
+def _edge(shared: Path, url: str, camera: str, frame: str, tmpdir: Path) -> None:
+    """Run `silhouette edge` on one PETS test frame: it obfuscates it and posts it to the service."""
+    import subprocess
+    import sys
+
+    source = shared / "weights" / "testdata" / f"pets2009_s2l1_v1_{frame}_320x200.png"
+    env = {**os.environ, "SILHOUETTE_API_KEY": API_KEY, "TMPDIR": str(tmpdir)}
+    argv = [sys.executable, "-m", "silhouette", "edge", "--source", str(source), "--server", url, "--camera-id", camera, "--quiet"]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _last_count(url: str, camera: str) -> int:
+    """The camera's latest count as the service's API reports it."""
+    import httpx
+
+    return int(httpx.get(f"{url}/v1/counts/{camera}", headers={"X-API-Key": API_KEY}, timeout=30).json()["last"])
+
+
+def _edge_rows_are_complete(url: str, camera: str, frames: int) -> None:
+    """The edge's frames are stored with its capture time, obfuscator id and key, and the service's detector."""
+    import csv
+
+    import httpx
+
+    text = httpx.get(f"{url}/v1/counts/{camera}.csv", headers={"X-API-Key": API_KEY}, timeout=30).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == frames
+    for row in rows:
+        assert row["captured_at"].endswith("Z") and row["obfuscator_id"] and row["idempotency_key"].startswith(camera), row
+        assert row["detector_id"] == "yolox_nano" and row["received_at"] >= row["captured_at"], row
+
+
+def _history_in_store(db: str, cameras: list[str], counts: list[int]) -> None:
+    """Ten minutes of earlier counts (one frame every 10 s) written straight into the service's database."""
+    from silhouette.serve.storage import CountStore
+
+    rng, now = random.Random(7), time.time()
+    with CountStore(db) as store:
+        for camera in cameras:
+            count = rng.choice(counts)
+            for i in range(58):
+                if rng.random() < 0.2:
+                    count = rng.choice(counts)
+                store.record(camera, count, [], [], "yolox_nano", received_at=now - 600 + 10 * i)
+
+
+@pytest.mark.slow  # ~40 s on 2 cores: the service loads YOLOX-Nano, three edge runs, Chromium polling every 2 s
+def test_dashboard_in_the_real_service(chromium: str, shared: Path, tmp_path: Path) -> None:
+    """`silhouette serve` with a SQLite file: log in, run `silhouette edge`, watch cameras and counts follow.
+
+    No image byte reaches the disk: the database holds no PNG, no file appears in the service's $TMPDIR (or is held
+    open there) while frames flow, and its working directory stays empty."""
+    from playwright.sync_api import sync_playwright
+
+    from serve_process import ServeProcess
+
+    db_file, edge_tmp = tmp_path / "counts.sqlite", tmp_path / "edge-tmp"
+    edge_tmp.mkdir()
+    srv = ServeProcess(tmp_path / "serve", f"sqlite:///{db_file}", API_KEY)
+    at_start = set(srv.tmpdir.rglob("*"))  # what torch leaves there when it loads: an empty torchinductor_<user> folder
+    shot, opened = tmp_path / "dashboard.png", []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"], headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1100, "height": 900})
+                seen = _watch(page)
+                _login_in_browser(page, srv.url)
+                counts = []
+                for camera, frame, frames_text in (("car-park", "f0000", "1 frame counted"),
+                                                   ("car-park", "f0794", "2 frames counted"),
+                                                   ("north-gate", "f0400", "1 frame counted")):
+                    _edge(shared, srv.url, camera, frame, edge_tmp)
+                    opened += srv.open_files_under(srv.tmpdir)
+                    counts.append(_last_count(srv.url, camera))
+                    _count_is(page, camera, counts[-1])
+                    page.wait_for_function(_FRAMES_ARE, arg=[camera, frames_text], timeout=10_000)
+                    page.wait_for_function(_BOXES_ARE, arg=[camera, counts[-1]], timeout=10_000)
+                assert counts[0] != counts[1]  # the second frame changed the count shown
+                _edge_rows_are_complete(srv.url, "car-park", 2)
+                _history_in_store(f"sqlite:///{db_file}", ["car-park", "north-gate"], counts)
+                page.wait_for_function(_FRAMES_ARE, arg=["north-gate", "59 frames counted"], timeout=10_000)
+                for camera in ("car-park", "north-gate"):  # each chart redrawn with the history (every 4 s)
+                    page.wait_for_function(_POINTS_FROM, arg=[camera, 50], timeout=15_000)
+                assert "sqlite:///" in page.inner_text("#health") and "obfuscated" in page.inner_text("figcaption")
+                page.screenshot(path=str(shot), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        srv.stop()
+    assert not seen["problems"], seen["problems"]
+    assert seen["failed"] == [("POST", srv.url + "/login", 401)], seen["failed"]  # the wrong key only
+    assert not [r for r in seen["requests"] if API_KEY in r]
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("counts.sqlite*"))
+    assert stored and not [m for m in PNG_MARKS if m in stored]  # results only: no image in the database
+    assert opened == [] and list(srv.cwd.iterdir()) == []
+    # ONNX Runtime, imported at the first detection, writes its telemetry session file .ses (a time and a uuid)
+    appeared = {f.name: f.stat().st_size for f in set(srv.tmpdir.rglob("*")) - at_start}
+    assert appeared.keys() <= {".ses"} and all(size < 200 for size in appeared.values()), appeared
+    left = b"".join(f.read_bytes() for f in srv.tmpdir.rglob("*") if f.is_file())
+    assert not [m for m in PNG_MARKS if m in left]
+    if os.environ.get("SILHOUETTE_UPDATE_SCREENSHOTS") == "1":  # docs are refreshed on request, not by every test run
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)

@@ -162,18 +162,6 @@ def test_concurrent_requests_are_batched(detector, testdata_bgr) -> None:
     assert n_calls < 8  # at least some requests shared a detector call
 
 
-def test_rolling_counts_bounded() -> None:
-    from silhouette.serve.metrics import RollingCounts
-
-    rc = RollingCounts(window=5, max_cameras=3)
-    for cam in range(5):
-        for n in range(12):
-            rc.add(f"c{cam}", n)
-    assert len(rc) == 3 and rc.summary("c0") is None
-    s = rc.summary("c4")
-    assert s["frames"] == 5 and s["last"] == 11 and s["mean"] == pytest.approx(9.0)
-
-
 def test_api_key_sources(tmp_path, monkeypatch) -> None:
     from silhouette.wire import load_api_key
     from silhouette.errors import SilhouetteError

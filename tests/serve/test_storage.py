@@ -9,15 +9,16 @@ import logging
 import multiprocessing
 import os
 import queue
-import subprocess
 from typing import Any, Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
 
-from pg_cluster import PG_URL_ENV, PgCluster, create_database, pg_bindir, unavailable
+from pg_cluster import create_database
 from silhouette.errors import SilhouetteError
-from silhouette.serve.storage import SCHEMA_LATEST, CountStore, open_engine, schema_version, upgrade
+from sqlalchemy.exc import IntegrityError
+
+from silhouette.serve.storage import SCHEMA_LATEST, CountStore, Frame, open_engine, schema_version
 
 BOX = [10.0, 20.0, 50.0, 120.0]
 T0 = 1_699_999_200.0  # 2023-11-14T22:00:00Z, a boundary of 60 s and 3600 s buckets (unix seconds)
@@ -49,40 +50,6 @@ V1_COMMON = [
     "'[[10.0,20.0,50.0,120.0]]', '[0.9]', 'obf_w025', 'ssdlite')",
     "INSERT INTO cameras VALUES ('cam1', 1699999200000, 1699999200000, 1)",
 ]
-
-
-@pytest.fixture(scope="session")
-def pg_admin_url() -> Iterator[str]:
-    """A superuser URL of a PostgreSQL server: SILHOUETTE_TEST_PG_URL, else a throwaway cluster for this session."""
-    given = os.environ.get(PG_URL_ENV)
-    if given:
-        url = sa.engine.make_url(given)
-        if url.drivername in ("postgresql", "postgres"):
-            url = url.set(drivername="postgresql+psycopg")
-        yield url.render_as_string(hide_password=False)
-        return
-    bindir = pg_bindir()
-    if bindir is None:
-        unavailable("no initdb and pg_ctl on PATH or in /usr/lib/postgresql/*/bin")
-    try:
-        cluster = PgCluster(bindir)
-    except KeyError:  # pwd.getpwnam: root needs the postgres user, which Debian's package creates
-        pytest.fail("the tests run as root but there is no 'postgres' user to run PostgreSQL as", pytrace=False)
-    try:
-        url = cluster.start()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        cluster.stop()
-        pytest.fail(f"could not start a throwaway PostgreSQL server from {bindir}: {exc}", pytrace=False)
-    yield url
-    cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """URL of a new empty database, once per backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'counts.db'}"
-    return create_database(request.getfixturevalue("pg_admin_url"))
 
 
 @pytest.fixture
@@ -175,6 +142,39 @@ def test_survives_restart(db_url: str) -> None:
         assert [(c.id, c.frames) for c in store.cameras()] == [("cam1", 1)]
 
 
+def test_record_many_stores_a_request_all_or_nothing(db_url: str, open_store: Callable[[str], CountStore]) -> None:
+    """The images of one request: one transaction, one fingerprint; a retry gets the first rows, a partial overlap nothing."""
+    store = open_store(db_url)
+    sha = "ab" * 32
+    first = store.record_many("cam1", [Frame(1, [BOX], [0.9]), Frame(0, [], [])], "ssdlite", keys=["k", "k#1"],
+                              request_sha256=sha, received_at=T0)
+    assert [r.replayed for r in first] == [False, False] and first[0].detection.request_sha256 == sha
+    again = store.record_many("cam1", [Frame(5, [], [])] * 2, "other", keys=["k", "k#1"])
+    assert [r.replayed for r in again] == [True, True] and [r.detection for r in again] == [r.detection for r in first]
+    with pytest.raises(IntegrityError):
+        store.record_many("cam1", [Frame(2, [], [])] * 2, "ssdlite", keys=["new", "k#1"])  # one key taken
+    assert store.find("cam1", ["new", "k", "nope"]).keys() == {"k"}  # the free key was not stored either
+    assert [(c.frames, c.last_count, c.first_seen) for c in store.cameras()] == [(2, 0, T0)]
+    with pytest.raises(ValueError):
+        store.record_many("cam1", [Frame(1, [], [])], "ssdlite", keys=["a", "b"])
+
+
+def test_in_memory_store_serves_threads_and_is_private() -> None:
+    import threading
+
+    store, other = CountStore.in_memory(), CountStore.in_memory()
+    threads = [threading.Thread(target=lambda i=i: [store.record(f"cam{i}", n, [], [], "d", idempotency_key=str(n % 10))
+                                                   for n in range(40)]) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [(c.id, c.frames) for c in store.cameras()] == [(f"cam{i}", 10) for i in range(4)]
+    assert other.cameras() == [] and store.memory and store.url == "sqlite://"
+    store.close()  # the one connection is the database: closing keeps it
+    assert len(store.recent("cam0", 100)) == 10
+
+
 def test_two_instances_share_one_database(db_url: str, open_store: Callable[[str], CountStore]) -> None:
     worker_a, worker_b = open_store(db_url), open_store(db_url)  # two uvicorn workers
     first = worker_a.record("cam1", 3, [], [], "ssdlite", idempotency_key="k1", received_at=T0)
@@ -256,11 +256,13 @@ def test_upgrade_from_v1_keeps_data(db_url: str, tmp_path: Any) -> None:
     finally:
         engine.dispose()
     with CountStore(db_url) as store:
-        assert schema_version(store.engine) == SCHEMA_LATEST == 2
+        assert schema_version(store.engine) == SCHEMA_LATEST == 3
         upgraded = _schema(store.engine)
         assert ("ix_detections_camera_received", ("camera_id", "received_at"), False) in upgraded["detections"][1]
+        assert ("ix_detections_received", ("received_at",), False) in upgraded["detections"][1]  # v3: prune by time
         old = store.latest("cam1")
         assert (old.count, old.boxes, old.scores, old.received_at) == (3, [BOX], [0.9], T0)
+        assert old.request_sha256 is None  # v3's column on a row stored before it
         assert old.captured_at == pytest.approx(T0 - 0.1, abs=1e-6)
         assert store.record("cam1", 8, [], [], "ssdlite", idempotency_key="cam1:frame:1").id == old.id
         assert store.record("cam1", 8, [], [], "ssdlite", idempotency_key="cam1:frame:2").detection.count == 8
@@ -274,7 +276,7 @@ def test_upgrade_from_v1_keeps_data(db_url: str, tmp_path: Any) -> None:
 def test_newer_schema_and_foreign_database_refused(db_url: str) -> None:
     with CountStore(db_url) as store, store.engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO schema_version VALUES (99, 0, 'from the future')")
-    with pytest.raises(SilhouetteError, match=r"--db .*schema v99, newer than this silhouette's v2; upgrade silhouette"):
+    with pytest.raises(SilhouetteError, match=r"--db .*schema v99, newer than this silhouette's v3; upgrade silhouette"):
         CountStore(db_url)
     engine = open_engine(db_url)
     try:
@@ -292,7 +294,7 @@ def test_no_column_can_hold_images(db_url: str, open_store: Callable[[str], Coun
     assert columns == {
         "cameras": ["id", "first_seen", "last_seen", "frames"],
         "detections": ["id", "camera_id", "idempotency_key", "captured_at", "received_at", "count", "boxes", "scores",
-                       "obfuscator_id", "detector_id"],
+                       "obfuscator_id", "detector_id", "request_sha256"],
         "schema_version": ["version", "applied_at", "description"],
     }
     types = {str(c[1]).upper() for cols, _ in _schema(store.engine).values() for c in cols}

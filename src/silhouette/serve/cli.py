@@ -6,6 +6,8 @@ import argparse
 
 from silhouette.cli import positive_int
 from silhouette.errors import SilhouetteError
+from silhouette.serve.backends import add_backend_arguments
+from silhouette.serve.config import DEFAULT_DB_FILE, DEFAULT_KEEP_DAYS
 from silhouette.wire import DEFAULT_API_KEY_ENV
 
 # options of `serve` whose default lives in ServiceConfig (validated there, one-line errors); None = not given
@@ -39,11 +41,38 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    """Where counts are stored and for how long."""
+    p.add_argument(
+        "--db", metavar="URL",
+        help=f"SQLAlchemy URL of the count database, shared by all workers and kept across restarts: a SQLite file "
+             f"(sqlite:////var/lib/silhouette/counts.db) or PostgreSQL (postgresql://user@host:5432/silhouette; keep the "
+             f"password in ~/.pgpass or $PGPASSWORD, not on the command line) (default: sqlite:///./{DEFAULT_DB_FILE}, "
+             f"a SQLite file in the working directory; the URL in use is printed at start-up)",
+    )
+    p.add_argument(
+        "--keep-days", type=_non_negative_int, default=DEFAULT_KEEP_DAYS, metavar="N",
+        help=f"delete stored detections older than N days, at start-up and hourly; 0 keeps them forever (default {DEFAULT_KEEP_DAYS})",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse has no public type for it
     """Add the serve command."""
     p = sub.add_parser(
         "serve", help="run the person-detection service (the cloud side)",
-        description="FastAPI + uvicorn service: POST /v1/detect, /v1/detect/batch, GET /v1/counts/{camera_id}, /healthz, /metrics, /docs.",
+        description="FastAPI + uvicorn service: POST /v1/detect, /v1/detect/batch, GET /v1/cameras, /v1/counts/{camera_id}[.csv], "
+                    "/healthz, /metrics, /docs, and the dashboard at / (login with the API key). Every result is stored in --db.",
     )
     p.add_argument("--detector", default="yolox_nano", help="detector name or ensemble spec (default yolox_nano)")
     p.add_argument("--pair", metavar="CKPT",
@@ -60,7 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     keys.add_argument("--no-auth", action="store_true", help="accept requests without a key (loopback host only)")
     p.add_argument("--max-bytes", type=positive_int, default=8 * 1024 * 1024, metavar="N", help="largest request body in bytes (default 8 MiB)")
     p.add_argument("--max-pixels", type=int, metavar="N", help="largest image in pixels, checked from its header before decoding (default 16777216 = 4096x4096)")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="ONNX Runtime threads per worker (default: all cores)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="threads per worker for ONNX Runtime, torch and OpenCV, or per replica with --backend ray (default: all cores; ray: 1)")
+    add_backend_arguments(p)
+    _add_storage(p)
     _add_limits(p)
     p.set_defaults(func=cmd_serve)
 
@@ -78,7 +109,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = ServiceConfig(
         detector=args.detector, api_key_env=args.api_key_env, api_key_file=args.api_key_file, no_auth=args.no_auth,
         batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads,
-        pair=args.pair, **given,
+        pair=args.pair, db=args.db, keep_days=args.keep_days, backend=args.backend, replicas=args.replicas,
+        ray_address=args.ray_address, **given,
     )
     if args.pair:
         from silhouette.detectors.adapt import pair_detector

@@ -1,4 +1,4 @@
-"""The work behind both detect endpoints: uploads read in memory, pixel budgets, one image decoded after another, counted once."""
+"""The work behind both detect endpoints: uploads read in memory, pixel budgets, one image decoded after another, stored once."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from fastapi.responses import Response
 from silhouette.serve.batching import Batcher
 from silhouette.serve.idempotency import IdempotencyCache, check_idempotency_key, fingerprint
 from silhouette.serve.limits import AppLimits, PixelBudget
-from silhouette.serve.metrics import Metrics, RollingCounts
+from silhouette.serve.metrics import Metrics
+from silhouette.serve.recording import Found, Meta, Recorder, found_from, read_meta, stored_answers
 from silhouette.serve.schemas import DetectResult
 from silhouette.serve.uploads import TooManyFiles, read_multipart_files
 from silhouette.wire import CAMERA_ID_RE, DETECT_PATH, IDEMPOTENCY_HEADER, REPLAYED_HEADER, ImageError, decode_frame, probe_frame
@@ -24,33 +25,38 @@ def check_camera(camera_id: str | None) -> str | None:
 
 
 class Detection:
-    """The work behind both detect endpoints: uploads read in memory, pixel budgets, one image decoded after another, counted once."""
+    """The work behind both detect endpoints: uploads read in memory, pixel budgets, one image decoded after another,
+    every result stored, a repeated key answered from the store."""
 
-    def __init__(self, name: str, batcher: Batcher, metrics: Metrics, counts: RollingCounts, limits: AppLimits) -> None:
+    def __init__(self, name: str, batcher: Batcher, metrics: Metrics, recorder: Recorder, limits: AppLimits) -> None:
         self.name = name
-        self.batcher = batcher
+        self.batcher = batcher  # the detector seam: anything with `batch_size` and `await submit(rgb)`
         self.metrics = metrics
-        self.counts = counts
+        self.recorder = recorder
         self.limits = limits
         self.budget = PixelBudget(limits.max_decoded_pixels)
         self.replies = IdempotencyCache(limits.idempotency_cache)
         metrics.decoded_pixels.set_function(lambda: self.budget.used)
 
     async def answer(self, request: Request, response: Response, camera_id: str | None, endpoint: str) -> list[DetectResult]:
-        """Results of one request (camera id and key checked before the body is read); a replay is marked in a header."""
+        """Results of one request (ids and headers checked before the body is read); a replay is marked in a header."""
         camera_id = check_camera(camera_id)
         key = check_idempotency_key(request.headers.getlist(IDEMPOTENCY_HEADER))
+        meta = read_meta(request, camera_id, key, endpoint)
         uploads = await self._uploads(request, single=endpoint == DETECT_PATH)
+        digest = fingerprint(endpoint, uploads)
+        sha = digest.hex()
         if key is None:
-            return await self._process(uploads, camera_id, endpoint)
-        slot = (camera_id or "", key)
-        reply, first = self.replies.claim(slot, fingerprint(endpoint, uploads))
+            return (await self._count(meta, uploads, sha))[0]
+        # fast path in this worker: concurrent repeats wait for the first; its answer came from the store, so the
+        # cache cannot disagree with what another worker (which asks the store) answers
+        slot = (meta.camera, key)
+        reply, first = self.replies.claim(slot, digest)
         if not first:
-            self.metrics.replays.inc()
-            response.headers[REPLAYED_HEADER] = "true"
+            self._replayed(response)
             return await reply.wait()  # the first request's answer, also when it is still in progress
         try:
-            results = await self._process(uploads, camera_id, endpoint)
+            results, replayed = await self._once(meta, uploads, sha)
         except HTTPException as exc:
             self.replies.finish(slot, reply, error=exc)
             raise
@@ -58,7 +64,24 @@ class Detection:
             self.replies.finish(slot, reply, error=HTTPException(503, f"an earlier request with this {IDEMPOTENCY_HEADER} failed; retry"))
             raise
         self.replies.finish(slot, reply, result=results)
+        if replayed:
+            self._replayed(response)
         return results
+
+    def _replayed(self, response: Response) -> None:
+        """Mark an answer replayed from the first request with the same key."""
+        self.metrics.replays.inc()
+        response.headers[REPLAYED_HEADER] = "true"
+
+    async def _once(self, meta: Meta, uploads: list[bytes], sha: str) -> tuple[list[DetectResult], bool]:
+        """The stored answer of a key seen before (by any worker, before a restart too), else the new one."""
+        from starlette.concurrency import run_in_threadpool
+
+        stored = await run_in_threadpool(self.recorder.lookup, meta, sha, len(uploads))
+        if stored is None:
+            return await self._count(meta, uploads, sha)
+        sizes = await run_in_threadpool(self._probe, uploads, meta.endpoint)  # the same images: headers give the sizes
+        return stored_answers(stored, sizes, meta), True
 
     async def _uploads(self, request: Request, single: bool) -> list[bytes]:
         """The uploaded images: multipart file parts (in memory) or, for /v1/detect, the raw body."""
@@ -77,44 +100,44 @@ class Detection:
             raise HTTPException(400, "send the images as multipart/form-data fields named 'files'")
         return [await request.body()]
 
-    async def _process(self, uploads: list[bytes], camera_id: str | None, endpoint: str) -> list[DetectResult]:
-        """Detections for each upload, in order; counted only when every image of the request succeeded."""
+    async def _count(self, meta: Meta, uploads: list[bytes], sha: str) -> tuple[list[DetectResult], bool]:
+        """Detections for each upload, in order, stored only when every image of the request succeeded."""
         from starlette.concurrency import run_in_threadpool
 
-        pixels = await run_in_threadpool(self._probe, uploads, endpoint)
-        results = await self._run_images(uploads, pixels, camera_id, endpoint)
-        for res in results:
+        sizes = await run_in_threadpool(self._probe, uploads, meta.endpoint)
+        found = await self._run_images(uploads, [w * h for w, h in sizes], meta.endpoint)
+        for f in found:
             self.metrics.images.inc()
-            self.metrics.people.inc(res.count)
-            if camera_id is not None:
-                self.counts.add(camera_id, res.count)
-        return results
+            self.metrics.people.inc(len(f.boxes))
+        rows, replayed = await run_in_threadpool(self.recorder.save, meta, sha, found)
+        if not replayed:
+            self.recorder.keep_frame(meta, uploads[-1], found[-1])
+        return stored_answers(rows, sizes, meta), replayed
 
-    def _probe(self, uploads: list[bytes], endpoint: str) -> list[int]:
-        """Declared pixels of each upload, from headers alone; 400/413/415/422 before any pixel of the request is decoded."""
-        pixels = []
+    def _probe(self, uploads: list[bytes], endpoint: str) -> list[tuple[int, int]]:
+        """(width, height) of each upload, from headers alone; 400/413/415/422 before any pixel of the request is decoded."""
+        sizes = []
         for i, data in enumerate(uploads):
             try:
-                w, h = probe_frame(data, self.limits.max_pixels)
+                sizes.append(probe_frame(data, self.limits.max_pixels))
             except ImageError as exc:
                 raise self._image_error(exc, i, endpoint) from None
-            pixels.append(w * h)
-        total = sum(pixels)
+        total = sum(w * h for w, h in sizes)
         if total > self.limits.max_request_pixels:
             self.metrics.errors.labels(endpoint, "too_many_pixels").inc()
             raise HTTPException(
                 413, f"the {len(uploads)} images of this request declare {total} pixels in total, more than the per-request "
                 f"limit of {self.limits.max_request_pixels} (--max-request-pixels); send fewer or smaller images",
             )
-        return pixels
+        return sizes
 
     def _image_error(self, exc: ImageError, index: int, endpoint: str) -> HTTPException:
         self.metrics.errors.labels(endpoint, f"bad_image_{exc.status}").inc()
         return HTTPException(exc.status, exc.message if endpoint == DETECT_PATH else f"image {index}: {exc.message}")
 
-    async def _run_images(self, uploads: list[bytes], pixels: list[int], camera_id: str | None, endpoint: str) -> list[DetectResult]:
+    async def _run_images(self, uploads: list[bytes], pixels: list[int], endpoint: str) -> list[Found]:
         """Decode -> detector queue, image after image: at most batch_size images of one request wait for the detector."""
-        tasks: list[asyncio.Future[DetectResult]] = []
+        tasks: list[asyncio.Future[Found]] = []
         try:
             for i, (data, px) in enumerate(zip(uploads, pixels)):
                 running = [t for t in tasks if not t.done()]
@@ -123,13 +146,13 @@ class Detection:
                 for t in tasks:
                     if t.done():
                         t.result()  # an image already failed: stop decoding the rest
-                tasks.append(asyncio.ensure_future(self._detect_one(data, px, i, camera_id, endpoint)))
+                tasks.append(asyncio.ensure_future(self._detect_one(data, px, i, endpoint)))
             return list(await asyncio.gather(*tasks))
         finally:
             # after an error the images already queued finish first: their pixels leave the budget with their memory
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _detect_one(self, data: bytes, pixels: int, index: int, camera_id: str | None, endpoint: str) -> DetectResult:
+    async def _detect_one(self, data: bytes, pixels: int, index: int, endpoint: str) -> Found:
         """Decode one image inside the decoded-pixel budget and run it through the detector batcher."""
         from starlette.concurrency import run_in_threadpool
 
@@ -144,8 +167,4 @@ class Detection:
             del rgb
         finally:
             self.budget.release(pixels)
-        return DetectResult(
-            boxes=[[round(float(v), 2) for v in b] for b in dets.boxes.tolist()],
-            scores=[round(float(s), 4) for s in dets.scores.tolist()],
-            count=len(dets), detector=self.name, width=int(width), height=int(height), camera_id=camera_id,
-        )
+        return found_from(dets, width, height)

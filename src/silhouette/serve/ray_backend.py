@@ -38,6 +38,11 @@ DEFAULT_MAX_BATCH = 8
 # and 8 (~20 ms), so a longer wait would only add latency
 DEFAULT_BATCH_WAIT_S = 0.005
 REPLICA_THREADS = 1  # one core per replica: replicas, not threads, spread the work over cores and nodes
+# requests a replica accepts at once, queued in its serve.batch queue: at least one batch running and the next one
+# filling, and no fewer than the service's --max-concurrency 32 (one worker's requests). A replica at this limit
+# makes Serve's router reject, back off and retry: with the former 2 x batch (2 at batch 1) 16 clients on one
+# replica got 11 req/s at p50 1.4 s instead of ~30 req/s, and the retries cost the server 18 ms CPU per frame
+MAX_ONGOING = 32
 PROBE_TIMEOUT_S = 5.0  # a head node that does not accept a TCP connection in this time is reported as absent
 CONSTRUCTOR_RETRIES = 1  # a replica that cannot load its detector (weights missing) fails start-up at once
 
@@ -178,6 +183,12 @@ def _validate(detector_name: Any, replicas: Any, max_batch: Any, batch_wait_s: A
             _check_local_weights(name)
 
 
+def check_arguments(detector_name: Any, replicas: Any, max_batch: Any, address: Any = None, *,
+                    batch_wait_s: Any = DEFAULT_BATCH_WAIT_S, threads: Any = REPLICA_THREADS) -> None:
+    """What start_ray_detector checks first, for callers that validate before they start anything (`serve`)."""
+    _validate(detector_name, replicas, max_batch, batch_wait_s, threads, address)
+
+
 def _check_local_weights(name: str) -> None:
     """A local instance's replicas read the weights this process sees: check the ONNX file exists before Ray starts."""
     from silhouette.detectors import create_detector
@@ -282,15 +293,18 @@ def _deploy(detector_name: str, replicas: int, max_batch: int, batch_wait_s: flo
     serve.start(proxy_location="Disabled", logging_config=quiet)
     deployment = serve.deployment(
         DetectorReplica, name=DEPLOYMENT_NAME, num_replicas=replicas, ray_actor_options={"num_cpus": threads},
-        # room for one batch running and the next one filling
-        max_ongoing_requests=2 * max_batch, max_constructor_retry_count=CONSTRUCTOR_RETRIES, logging_config=quiet,
+        max_ongoing_requests=max(2 * max_batch, MAX_ONGOING), max_constructor_retry_count=CONSTRUCTOR_RETRIES, logging_config=quiet,
     )
     app = deployment.bind(detector_name, max_batch, batch_wait_s, threads)
     try:
-        return serve.run(app, name=app_name, route_prefix=None, logging_config=quiet)
+        handle = serve.run(app, name=app_name, route_prefix=None, logging_config=quiet)
     except Exception as exc:  # a replica constructor failed (weights missing on a node, say)
         why = _replica_error(app_name) or _one_line(exc)
         raise SilhouetteError(f"Ray Serve could not start {replicas} replica(s) of {detector_name}: {why}") from None
+    # frames and answers travel over Serve's direct gRPC channel (token-authenticated like Ray's own), not as objects
+    # in Ray's object store: that round trip cost the serve process, raylet and replica ~9 ms CPU per frame together
+    # (37 vs 27 ms at 4 clients on one replica, benchmarks/service.py)
+    return handle.options(_by_reference=False)
 
 
 def _replica_error(app_name: str) -> str | None:
@@ -320,5 +334,5 @@ def start_ray_detector(detector_name: str = "yolox_nano", replicas: int = 1, max
 
 __all__ = [
     "APP_NAME", "DEFAULT_MAX_BATCH", "DEFAULT_BATCH_WAIT_S", "DetectorReplica", "RayDetectorHandle",
-    "ReplicaReply", "start_ray_detector",
+    "ReplicaReply", "check_arguments", "start_ray_detector",
 ]

@@ -1,32 +1,38 @@
-"""The HTTP routes: POST /v1/detect and /v1/detect/batch, GET /v1/counts/{camera_id}, /healthz and /metrics."""
+"""The HTTP routes: POST /v1/detect and /v1/detect/batch, GET /healthz and /metrics (the count queries: count_routes)."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request, Security
+from fastapi import FastAPI, Header, Query, Request, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
 from silhouette.serve.detection import Detection
-from silhouette.serve.metrics import Metrics, RollingCounts
-from silhouette.serve.schemas import IDEMPOTENCY_DOC, CountsSummary, DetectResult, Error, errors_doc, image_body_doc
-from silhouette.wire import API_KEY_HEADER, COUNTS_PATH, DETECT_BATCH_PATH, DETECT_PATH, HEALTH_PATH, IDEMPOTENCY_HEADER, METRICS_PATH
+from silhouette.serve.metrics import Metrics
+from silhouette.serve.schemas import CAPTURE_TIME_DOC, IDEMPOTENCY_DOC, OBFUSCATOR_DOC, DetectResult, errors_doc, image_body_doc
+from silhouette.wire import (
+    API_KEY_HEADER, CAPTURE_TIME_HEADER, DETECT_BATCH_PATH, DETECT_PATH, HEALTH_PATH, IDEMPOTENCY_HEADER, METRICS_PATH,
+    OBFUSCATOR_HEADER,
+)
 
 
 def add_detect_routes(app: FastAPI, svc: Detection) -> None:
     """POST /v1/detect and /v1/detect/batch."""
     key_scheme = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the service's API key"))
-    camera_q = Query(None, description="camera id for the rolling counts")
-    # documents the header in OpenAPI; it is read and validated in Detection.answer, before the body
+    camera_q = Query(None, description="camera id the frames are counted under (without one: camera 'default')")
+    # document the headers in OpenAPI; they are read and validated in Detection.answer, before the body
     key_h = Header(None, alias=IDEMPOTENCY_HEADER, description=IDEMPOTENCY_DOC)
+    time_h = Header(None, alias=CAPTURE_TIME_HEADER, description=CAPTURE_TIME_DOC)
+    obf_h = Header(None, alias=OBFUSCATOR_HEADER, description=OBFUSCATOR_DOC)
 
     @app.post(
         DETECT_PATH, response_model=DetectResult, responses=errors_doc(), dependencies=[key_scheme],
         summary="Detect persons on one obfuscated image", openapi_extra=image_body_doc(False),
     )
     async def detect(
-        request: Request, response: Response, camera_id: str | None = camera_q, idempotency_key: str | None = key_h,  # noqa: ARG001
+        request: Request, response: Response, camera_id: str | None = camera_q,
+        idempotency_key: str | None = key_h, capture_time: str | None = time_h, obfuscator: str | None = obf_h,  # noqa: ARG001
     ) -> DetectResult:
         """One image as multipart field `file` or as the raw body (image/jpeg, image/png)."""
         return (await svc.answer(request, response, camera_id, DETECT_PATH))[0]
@@ -36,27 +42,15 @@ def add_detect_routes(app: FastAPI, svc: Detection) -> None:
         summary="Detect persons on several obfuscated images", openapi_extra=image_body_doc(True),
     )
     async def detect_batch(
-        request: Request, response: Response, camera_id: str | None = camera_q, idempotency_key: str | None = key_h,  # noqa: ARG001
+        request: Request, response: Response, camera_id: str | None = camera_q,
+        idempotency_key: str | None = key_h, capture_time: str | None = time_h, obfuscator: str | None = obf_h,  # noqa: ARG001
     ) -> list[DetectResult]:
         """Several images as multipart fields `files`, decoded one after another, answered in order; all fail if one is bad."""
         return await svc.answer(request, response, camera_id, DETECT_BATCH_PATH)
 
 
-def add_other_routes(app: FastAPI, counts: RollingCounts, metrics: Metrics, health: Callable[[], dict[str, Any]]) -> None:
-    """GET /v1/counts/{camera_id}, /healthz and /metrics."""
-    key_scheme = Security(APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the service's API key"))
-
-    @app.get(
-        COUNTS_PATH + "/{camera_id}", response_model=CountsSummary, dependencies=[key_scheme],
-        responses={401: errors_doc()[401], 404: {"model": Error, "description": "no frames seen from this camera"}},
-        summary="Rolling person counts of one camera",
-    )
-    async def camera_counts(camera_id: str) -> CountsSummary:
-        """Counts of the last frames this worker process saw from `camera_id` (in memory, bounded)."""
-        summary = counts.summary(camera_id)
-        if summary is None:
-            raise HTTPException(404, f"no frames seen from camera {camera_id!r} by this worker")
-        return CountsSummary(**summary)
+def add_other_routes(app: FastAPI, metrics: Metrics, health: Callable[[], dict[str, Any]]) -> None:
+    """GET /healthz and /metrics."""
 
     @app.get(HEALTH_PATH, summary="Liveness and readiness")
     async def healthz() -> dict[str, Any]:

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from fastapi import FastAPI
 
 from silhouette.errors import SilhouetteError
 from silhouette.serve.app import app_from_config
-from silhouette.serve.config import ENV_CONFIG, ServiceConfig
+from silhouette.serve.backends import backend_running, check_backend
+from silhouette.serve.config import ENV_CONFIG, ServiceConfig, default_db_url
 from silhouette.serve.connections import ACCEPT_HEADROOM, FD_RESERVE, raise_fd_limit, uvicorn_options
 from silhouette.serve.limits import ConnectionLimits
 from silhouette.wire import load_api_key
 
 WORKER_APP = "silhouette.serve.app:app_from_env"  # uvicorn's factory in each --workers child process
 
+
 def serve(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_level: str = "info") -> None:
-    """Run the service with uvicorn; several workers share the port (each loads its own detector)."""
+    """Run the service with uvicorn; several workers share the port (each loads its own detector, all one count store)."""
     import uvicorn
 
     if workers < 1:
@@ -29,14 +32,18 @@ def serve(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, workers
     if cfg.no_auth and host not in ("127.0.0.1", "localhost", "::1"):
         raise SilhouetteError(f"--no-auth is only allowed on a loopback host, not {host}")
     cfg.check()
+    check_backend(cfg.backend, cfg.replicas, cfg.ray_address, workers, cfg.pair)
     limits = cfg.limits()
+    if not cfg.no_auth:  # fail fast on a missing key, before a database file is created
+        load_api_key(cfg.api_key_env, cfg.api_key_file)
+    cfg = _with_store(cfg)
     raise_fd_limit(limits.max_connections + FD_RESERVE + ACCEPT_HEADROOM)  # workers inherit the raised limit
     if workers == 1:
-        uvicorn.run(app_from_config(cfg), host=host, port=port, log_level=log_level, **uvicorn_options(limits))
+        app = app_from_config(cfg)
+        with backend_running(app):  # Ray replicas: deployed before the port is bound, removed after uvicorn stops
+            uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_options(limits))
         return
-    # fail fast on a bad key or detector name before forking; each worker then builds its own app
-    if not cfg.no_auth:
-        load_api_key(cfg.api_key_env, cfg.api_key_file)
+    # fail fast on a bad detector name before forking; each worker then builds its own app
     from silhouette.detectors import detector_names
 
     if cfg.detector not in detector_names() and "+" not in cfg.detector:
@@ -46,6 +53,17 @@ def serve(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, workers
         WORKER_APP, factory=True, host=host, port=port, workers=workers, log_level=log_level,
         **uvicorn_options(limits, by_name=True),
     )
+
+
+def _with_store(cfg: ServiceConfig) -> ServiceConfig:
+    """`cfg` with its --db (default: a SQLite file here) opened and migrated once, before any worker starts."""
+    from silhouette.serve.storage import CountStore
+
+    cfg = replace(cfg, db=cfg.db or default_db_url())
+    with CountStore(cfg.db) as store:  # a bad URL is a one-line SilhouetteError, before a detector is loaded
+        retention = f"kept {cfg.keep_days} days" if cfg.keep_days else "kept forever"
+        print(f"silhouette serve: counts stored in {store.url} ({retention})", file=sys.stderr, flush=True)
+    return cfg
 
 
 class ServerThread:

@@ -3,8 +3,9 @@
 Schema (times are integer unix milliseconds, so that bucketing is integer division on both SQLite and PostgreSQL):
 
 - detections: id, camera_id, idempotency_key (nullable), captured_at (edge clock, nullable), received_at (server
-  clock), count, boxes (JSON [[x1, y1, x2, y2], ...]), scores (JSON), obfuscator_id (nullable), detector_id.
-  Unique (camera_id, idempotency_key) where the key is not null. There is no column for image bytes, by design.
+  clock), count, boxes (JSON [[x1, y1, x2, y2], ...]), scores (JSON), obfuscator_id (nullable), detector_id,
+  request_sha256 (v3, nullable: the request's fingerprint, so that every worker refuses a key reused for other
+  images). Unique (camera_id, idempotency_key) where the key is not null. There is no column for image bytes, by design.
 - cameras: id, first_seen, last_seen, frames (lifetime frames counted; kept when old detections are pruned).
 - schema_version: one row per applied migration (version, applied_at, description).
 
@@ -92,15 +93,36 @@ def _migrate_v1(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_column() -> sa.Column[Any]:
+    """v3: the fingerprint (sha256 hex) of the request a row came from; null for rows stored before v3."""
+    return sa.Column("request_sha256", sa.String(64), nullable=True)
+
+
+def _v3_index(detections: sa.Table) -> sa.Index:
+    """v3: retention deletes by received_at alone; without this index every prune scans the whole table."""
+    return sa.Index("ix_detections_received", detections.c.received_at)
+
+
 def _migrate_v2(conn: Connection) -> None:
     """Index detections by (camera_id, received_at)."""
     detections, _ = _v1_tables(sa.MetaData())
     _v2_index(detections).create(conn)
 
 
+def _migrate_v3(conn: Connection) -> None:
+    """Add detections.request_sha256 and index detections by received_at."""
+    detections, _ = _v1_tables(sa.MetaData())
+    column = _v3_column()
+    type_sql = column.type.compile(dialect=conn.dialect)
+    # SQLAlchemy Core has no ADD COLUMN construct; this statement is the same on SQLite and PostgreSQL
+    conn.exec_driver_sql(f"ALTER TABLE {detections.name} ADD COLUMN {column.name} {type_sql}")
+    _v3_index(detections).create(conn)
+
+
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "detections and cameras", _migrate_v1),
     (2, "index detections by (camera_id, received_at)", _migrate_v2),
+    (3, "detections.request_sha256 and an index by received_at", _migrate_v3),
 )
 SCHEMA_LATEST = MIGRATIONS[-1][0]
 
@@ -108,6 +130,8 @@ SCHEMA_LATEST = MIGRATIONS[-1][0]
 METADATA = sa.MetaData()
 DETECTIONS, CAMERAS = _v1_tables(METADATA)
 _v2_index(DETECTIONS)
+DETECTIONS.append_column(_v3_column())
+_v3_index(DETECTIONS)
 SCHEMA_VERSION = sa.Table(
     "schema_version", METADATA,
     sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
@@ -130,6 +154,16 @@ class Detection:
     scores: list[float]
     obfuscator_id: str | None
     detector_id: str
+    request_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame's detector result, as record_many() stores it."""
+
+    count: int
+    boxes: Sequence[Sequence[float]]
+    scores: Sequence[float]
 
 
 @dataclass(frozen=True)
@@ -217,15 +251,22 @@ def _parse_url(url: str) -> URL:
         f"{DB_EXAMPLES}")
 
 
-def _sqlite_engine(url: URL) -> Engine:
-    """A SQLite engine in WAL mode with a busy timeout, emitting its own BEGIN (IMMEDIATE for writes)."""
-    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})  # sqlite3's timeout = busy_timeout
+def _sqlite_engine(url: URL, memory: bool = False) -> Engine:
+    """A SQLite engine (WAL mode for a file) with a busy timeout, emitting its own BEGIN (IMMEDIATE for writes)."""
+    if memory:  # one connection, handed to one thread at a time: every connection would be another empty database
+        engine = sa.create_engine(url, poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0, pool_timeout=60,
+                                  connect_args={"check_same_thread": False})
+    else:
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})  # sqlite3's timeout = busy_timeout
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-        """Per new connection: SQLAlchemy owns BEGIN, and the file is in WAL mode."""
+        """Per new connection: SQLAlchemy owns BEGIN, the file is in WAL mode, temporary tables stay in RAM."""
         # take BEGIN away from sqlite3 (it skips it for DDL and SELECT): migrations become one transaction
         dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA temp_store = MEMORY")  # sorts and temporary tables never become files in $TMPDIR
+        if memory:
+            return
         mode = dbapi_conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":  # e.g. a network file system; still correct, but writers block readers
             log.warning("SQLite database %s stays in journal mode %s, not WAL", url.database, mode)
@@ -329,7 +370,7 @@ def _finite(value: Any, name: str) -> float:
 
 def _row_values(camera_id: str, count: int, boxes: Sequence[Sequence[float]], scores: Sequence[float],
                 detector_id: str, key: str | None, captured_at: float | None, obfuscator_id: str | None,
-                received_at: float | None) -> dict[str, Any]:
+                received_at: float | None, request_sha256: str | None = None) -> dict[str, Any]:
     """The detections row for record(), validated: results only (numbers and ids), nothing of the image."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be an integer >= 0, got {count!r}")
@@ -352,7 +393,14 @@ def _row_values(camera_id: str, count: int, boxes: Sequence[Sequence[float]], sc
         "count": count, "boxes": box_list, "scores": score_list,
         "obfuscator_id": _text(obfuscator_id, "obfuscator_id", MAX_MODEL_ID, required=False),
         "detector_id": _text(detector_id, "detector_id", MAX_MODEL_ID),
+        "request_sha256": _text(request_sha256, "request_sha256", 64, required=False),
     }
+
+
+def _stored(row_id: int, values: dict[str, Any]) -> Detection:
+    """The Detection of a row just inserted from `values` (as _row_values made them)."""
+    return Detection(id=row_id, **{**values, "captured_at": _seconds(values["captured_at"]),
+                                   "received_at": values["received_at"] / 1000})
 
 
 def _detection(row: Any) -> Detection:
@@ -362,7 +410,7 @@ def _detection(row: Any) -> Detection:
         id=int(m["id"]), camera_id=m["camera_id"], idempotency_key=m["idempotency_key"],
         captured_at=_seconds(m["captured_at"]), received_at=float(_seconds(m["received_at"])), count=int(m["count"]),
         boxes=[list(b) for b in m["boxes"]], scores=list(m["scores"]), obfuscator_id=m["obfuscator_id"],
-        detector_id=m["detector_id"],
+        detector_id=m["detector_id"], request_sha256=m.get("request_sha256"),
     )
 
 
@@ -389,7 +437,18 @@ class CountStore:
     """Detections and per-camera counts in a SQL database, shared by worker processes and kept across restarts."""
 
     def __init__(self, url: str) -> None:
-        self.engine = open_engine(url)
+        self._open(open_engine(url), memory=False)
+
+    @classmethod
+    def in_memory(cls) -> CountStore:
+        """A private in-memory SQLite store: gone with the object, never shared (tests, embedding; not `--db`)."""
+        store = cls.__new__(cls)
+        store._open(_sqlite_engine(sa.engine.make_url("sqlite://"), memory=True), memory=True)
+        return store
+
+    def _open(self, engine: Engine, memory: bool) -> None:
+        """Adopt `engine` and bring its schema up to date."""
+        self.engine, self.memory = engine, memory
         self.url = _shown(self.engine.url)  # the only form of the URL that is logged or shown
         try:
             found = upgrade(self.engine)
@@ -409,37 +468,50 @@ class CountStore:
         self.close()
 
     def close(self) -> None:
-        """Close the pooled connections."""
-        self.engine.dispose()
+        """Close the pooled connections (an in-memory store keeps its one connection: it is the database)."""
+        if not self.memory:
+            self.engine.dispose()
 
     def record(self, camera_id: str, count: int, boxes: Sequence[Sequence[float]], scores: Sequence[float],
                detector_id: str, *, idempotency_key: str | None = None, captured_at: float | None = None,
                obfuscator_id: str | None = None, received_at: float | None = None) -> Recorded:
         """Store one frame's result and count it; a repeated (camera_id, key) returns the first result, storing nothing."""
-        values = _row_values(camera_id, count, boxes, scores, detector_id, idempotency_key, captured_at,
-                             obfuscator_id, received_at)
+        keys = None if idempotency_key is None else [idempotency_key]
+        return self.record_many(camera_id, [Frame(count, boxes, scores)], detector_id, keys=keys,
+                                captured_at=captured_at, obfuscator_id=obfuscator_id, received_at=received_at)[0]
+
+    def record_many(self, camera_id: str, frames: Sequence[Frame], detector_id: str, *,
+                    keys: Sequence[str] | None = None, captured_at: float | None = None,
+                    obfuscator_id: str | None = None, received_at: float | None = None,
+                    request_sha256: str | None = None) -> list[Recorded]:
+        """Store the frames of one request in one transaction, or, when their keys are taken, return the rows stored first.
+
+        An IntegrityError is raised when only some of the keys are taken (or the first rows vanished meanwhile)."""
+        if keys is not None and len(keys) != len(frames):
+            raise ValueError(f"{len(frames)} frames but {len(keys)} idempotency keys")
+        t = time.time() if received_at is None else received_at
+        rows = [_row_values(camera_id, f.count, f.boxes, f.scores, detector_id, None if keys is None else keys[i],
+                            captured_at, obfuscator_id, t, request_sha256) for i, f in enumerate(frames)]
         try:
             with _transaction(self.engine, write=True) as conn:
-                new_id = conn.execute(DETECTIONS.insert().values(**values)).inserted_primary_key[0]
-                self._count_frame(conn, camera_id, values["received_at"])
+                ids = [conn.execute(DETECTIONS.insert().values(**row)).inserted_primary_key[0] for row in rows]
+                if rows:
+                    self._count_frame(conn, camera_id, rows[0]["received_at"], len(rows))
         except IntegrityError:
             # the unique index, not a read-before-write, decides: of two workers racing on one key exactly one
-            # commits, the other lands here (PostgreSQL: after the first commits) and reads the winner's row
-            if idempotency_key is None:
+            # commits, the other lands here (PostgreSQL: after the first commits) and reads the winner's rows
+            first = self.find(camera_id, keys) if keys else {}
+            if not keys or len(first) != len(keys):  # no key, a partial overlap, or the winner was pruned meanwhile
                 raise
-            first = self._by_key(camera_id, idempotency_key)
-            if first is None:  # the winner rolled back or was pruned in between: the caller may retry
-                raise
-            return Recorded(first, replayed=True)
-        return Recorded(Detection(id=int(new_id), **{**values, "captured_at": _seconds(values["captured_at"]),
-                                                      "received_at": values["received_at"] / 1000}), replayed=False)
+            return [Recorded(first[k], replayed=True) for k in keys]
+        return [Recorded(_stored(int(i), row), replayed=False) for i, row in zip(ids, rows)]
 
-    def _count_frame(self, conn: Connection, camera_id: str, t_ms: int) -> None:
-        """Upsert the camera's row in the detection's transaction, so a replayed frame is never counted."""
+    def _count_frame(self, conn: Connection, camera_id: str, t_ms: int, frames: int = 1) -> None:
+        """Upsert the camera's row in the detections' transaction, so a replayed frame is never counted."""
         insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-        stmt = insert(CAMERAS).values(id=camera_id, first_seen=t_ms, last_seen=t_ms, frames=1)
+        stmt = insert(CAMERAS).values(id=camera_id, first_seen=t_ms, last_seen=t_ms, frames=frames)
         stmt = stmt.on_conflict_do_update(index_elements=[CAMERAS.c.id], set_={
-            "frames": CAMERAS.c.frames + 1,
+            "frames": CAMERAS.c.frames + frames,
             # frames may arrive out of order (retries, several workers): keep the extremes, not the latest write
             "first_seen": sa.case((stmt.excluded.first_seen < CAMERAS.c.first_seen, stmt.excluded.first_seen),
                                   else_=CAMERAS.c.first_seen),
@@ -448,26 +520,39 @@ class CountStore:
         })
         conn.execute(stmt)
 
+    def find(self, camera_id: str, keys: Sequence[str]) -> dict[str, Detection]:
+        """The detections stored under (camera_id, key) for each of `keys` that has one."""
+        if not keys:
+            return {}
+        query = sa.select(DETECTIONS).where(DETECTIONS.c.camera_id == camera_id,
+                                            DETECTIONS.c.idempotency_key.in_(list(keys)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {d.idempotency_key: d for d in map(_detection, rows) if d.idempotency_key is not None}
+
     def _by_key(self, camera_id: str, key: str) -> Detection | None:
         """The detection stored under (camera_id, key), if any."""
-        query = sa.select(DETECTIONS).where(DETECTIONS.c.camera_id == camera_id, DETECTIONS.c.idempotency_key == key)
+        return self.find(camera_id, [key]).get(key)
+
+    def recent(self, camera_id: str, limit: int) -> list[Detection]:
+        """The camera's `limit` most recently received detections, newest first."""
+        query = (sa.select(DETECTIONS).where(*_in_range(camera_id, None, None))
+                 .order_by(DETECTIONS.c.received_at.desc(), DETECTIONS.c.id.desc()).limit(max(0, int(limit))))
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else _detection(row)
+            return [_detection(r) for r in conn.execute(query).all()]
 
     def latest(self, camera_id: str) -> Detection | None:
         """The camera's most recently received detection, if any."""
-        query = (sa.select(DETECTIONS).where(*_in_range(camera_id, None, None))
-                 .order_by(DETECTIONS.c.received_at.desc(), DETECTIONS.c.id.desc()).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else _detection(row)
+        found = self.recent(camera_id, 1)
+        return found[0] if found else None
 
-    def cameras(self) -> list[Camera]:
-        """Every camera seen, by id, with its first/last frame time, frames counted and latest count."""
+    def cameras(self, camera_id: str | None = None) -> list[Camera]:
+        """Every camera seen (or only `camera_id`), by id, with its first/last frame time, frames counted and latest count."""
         last = (sa.select(DETECTIONS.c.count).where(DETECTIONS.c.camera_id == CAMERAS.c.id)
                 .order_by(DETECTIONS.c.received_at.desc(), DETECTIONS.c.id.desc()).limit(1).scalar_subquery())
         query = sa.select(CAMERAS, last.label("last_count")).order_by(CAMERAS.c.id)
+        if camera_id is not None:
+            query = query.where(CAMERAS.c.id == _text(camera_id, "camera_id", MAX_CAMERA_ID))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [Camera(r.id, r.first_seen / 1000, r.last_seen / 1000, int(r.frames),

@@ -183,7 +183,7 @@
       }
       box.append(card.el); // keeps the server's order (by id); append moves an existing card
       const age = Math.max(0, data.now - cam.last_seen);
-      card.count.textContent = String(cam.last_count);
+      card.count.textContent = cam.last_count === null ? "–" : String(cam.last_count); // null: all pruned
       card.seen.textContent = `seen ${ago(age)}`;
       card.el.classList.toggle("stale", age > STALE_S);
       card.frames.textContent = `${cam.frames} frame${cam.frames === 1 ? "" : "s"} counted`;
