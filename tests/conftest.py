@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -86,3 +86,16 @@ def tiny_pair(pets_every: Callable[[int], Path], tmp_path_factory: pytest.TempPa
         return built[overrides]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def testdata_bgr(shared: Path) -> list[Any]:
+    """The three 320x200 PETS frames of weights/testdata, uint8 BGR."""
+    import cv2
+
+    frames = []
+    for f in PETS_FRAMES:
+        img = cv2.imread(str(shared / "weights" / "testdata" / f"pets2009_s2l1_v1_{f}_320x200.png"))
+        assert img is not None, f"missing test frame {f}"
+        frames.append(img)
+    return frames

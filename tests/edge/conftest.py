@@ -60,19 +60,6 @@ def onnx_path(checkpoint: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def testdata_bgr(shared: Path) -> list[np.ndarray]:
-    """The three 320x200 PETS frames of weights/testdata, uint8 BGR."""
-    import cv2
-
-    frames = []
-    for f in ("f0000", "f0400", "f0794"):
-        img = cv2.imread(str(shared / "weights" / "testdata" / f"pets2009_s2l1_v1_{f}_320x200.png"))
-        assert img is not None, f"missing test frame {f}"
-        frames.append(img)
-    return frames
-
-
-@pytest.fixture(scope="session")
 def camera_frames(shared: Path) -> list[np.ndarray]:
     """Four full-resolution (768x576) PETS camera frames decoded from vtest.avi."""
     from silhouette.data.sources import iter_frames

@@ -5,29 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from pg_cluster import PG_URL_ENV, PgCluster, create_database, pg_bindir, unavailable
 
 API_KEY = "test-key-0123456789"
-
-
-@pytest.fixture(scope="session")
-def testdata_bgr(shared: Path) -> list[np.ndarray]:
-    """The three 320x200 PETS frames of weights/testdata, uint8 BGR."""
-    import cv2
-
-    frames = []
-    for f in ("f0000", "f0400", "f0794"):
-        img = cv2.imread(str(shared / "weights" / "testdata" / f"pets2009_s2l1_v1_{f}_320x200.png"))
-        assert img is not None, f"missing test frame {f}"
-        frames.append(img)
-    return frames
 
 
 @pytest.fixture(scope="session")

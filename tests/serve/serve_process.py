@@ -58,16 +58,7 @@ class ServeProcess:
 
     def open_files_under(self, folder: Path) -> list[str]:
         """Paths of the service's open descriptors (parent and workers) that lie in `folder`, deleted files included."""
-        found = []
-        for pid in {self.proc.pid, *self.pids}:
-            for fd in Path(f"/proc/{pid}/fd").glob("*"):
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue  # closed while listing
-                if target.startswith(str(folder)):
-                    found.append(target)
-        return found
+        return open_files_in({self.proc.pid, *self.pids}, folder)
 
     def stop(self) -> None:
         """SIGTERM to the service's process group (uvicorn stops its workers), SIGKILL if it hangs."""
@@ -79,3 +70,17 @@ class ServeProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._log.close()
+
+
+def open_files_in(pids: set[int] | list[int], folder: Path) -> list[str]:
+    """Paths of the open descriptors of `pids` that lie in `folder` (deleted temporary files included)."""
+    found = []
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue  # closed while listing
+            if target.startswith(str(folder)):
+                found.append(target)
+    return found

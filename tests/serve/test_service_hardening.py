@@ -83,15 +83,9 @@ class SubprocessServer:
 
     def open_files_under(self, folder: Path) -> list[str]:
         """Paths of the server's open descriptors that lie in `folder` (deleted temporary files included)."""
-        found = []
-        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue  # closed while listing
-            if target.startswith(str(folder)):
-                found.append(target)
-        return found
+        from serve_process import open_files_in
+
+        return open_files_in([self.proc.pid], folder)
 
     def stop(self) -> None:
         """Close its stdin (it shuts down) and wait; kill it if it does not."""
