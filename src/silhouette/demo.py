@@ -109,7 +109,7 @@ def _count_all(ds: object, n: int, detector: object, modes: dict, threshold: flo
         found = {"clean": detector.predict(images), **{m: modes[m][1].predict(o) for m, o in outs.items()}}
         for j, it in enumerate(items):
             b = it["gt_boxes"]
-            dets["gt"].append(Detections(b, torch.ones(len(b)), torch.zeros(len(b), dtype=torch.int64)))
+            dets["gt"].append(Detections.of_people(b))
             row: dict[str, object] = {"frame_index": it["frame_index"], "gt": len(b)}
             for col, per_frame in found.items():
                 dets[col].append(per_frame[j].persons(threshold))

@@ -23,6 +23,11 @@ class Detections:
         """No detections."""
         return cls(torch.zeros((0, 4)), torch.zeros((0,)), torch.zeros((0,), dtype=torch.int64))
 
+    @classmethod
+    def of_people(cls, boxes: torch.Tensor) -> "Detections":
+        """Human-annotated person boxes [K,4] as detections (score 1, label person)."""
+        return cls(boxes, torch.ones(len(boxes)), torch.full((len(boxes),), PERSON, dtype=torch.int64))
+
     def persons(self, min_score: float = 0.0) -> "Detections":
         """Only person detections at or above `min_score`."""
         keep = (self.labels == PERSON) & (self.scores >= min_score)

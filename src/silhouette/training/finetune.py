@@ -64,8 +64,7 @@ class Finetuner:
 
     def _batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list]:
         """Cropped/flipped clean frames through the baseline, with targets moved along (as the trainer does)."""
-        from silhouette.detectors.base import Detections
-        from silhouette.training.trainer import _crop_and_flip, move_boxes, person_targets
+        from silhouette.training.trainer import _crop_and_flip, gt_crop_targets, person_targets
 
         d = self.cfg.data
         x = self.train_frames.batch(idx)
@@ -74,10 +73,7 @@ class Finetuner:
         if not geometry:
             targets = [self.train_frames.labels[i] for i in idx]
         elif self.cfg.detector.targets == "gt":
-            targets = []
-            for k, i in enumerate(idx):
-                moved, keep = move_boxes(self.train_frames.people[i][0], *geometry[k], x.shape[-2:], min_height=4.0)
-                targets.append(Detections(moved[keep], torch.ones(int(keep.sum())), torch.zeros(int(keep.sum()), dtype=torch.long)))
+            targets = gt_crop_targets(self.train_frames, idx, geometry, x.shape[-2:])
         else:
             with torch.no_grad():
                 targets = person_targets(self.label_detector.predict(x), self.cfg.detector.score_threshold)

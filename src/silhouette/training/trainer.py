@@ -147,7 +147,17 @@ def gt_targets(frames: FrameSet, root: Path, split: str) -> list[Detections]:
     if not any(len(boxes) for boxes, _ in frames.people):
         raise SilhouetteError(f"detector.targets: gt needs human person boxes, and split {split!r} of {root} has none; "
                               "use detector.targets: pseudo")
-    return [Detections(b.clone(), torch.ones(len(b)), torch.zeros(len(b), dtype=torch.long)) for b, _ in frames.people]
+    return [Detections.of_people(b.clone()) for b, _ in frames.people]
+
+
+def gt_crop_targets(frames: FrameSet, idx: Sequence[int], geometry: Sequence[tuple[int, int, bool]],
+                    size: Sequence[int]) -> list[Detections]:
+    """Human boxes moved into each crop; a person mostly outside it is no target (nor a negative: it is dropped)."""
+    out = []
+    for k, i in enumerate(idx):
+        moved, keep = move_boxes(frames.people[i][0], *geometry[k], size, min_height=4.0)
+        out.append(Detections.of_people(moved[keep]))
+    return out
 
 
 def _eval_preds(detector: Detector, obfuscated: torch.Tensor, batch_size: int) -> list[Detections]:
@@ -536,20 +546,11 @@ class Trainer:
         x = _crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry)
         people = self._people(idx, geometry, x.shape[-2:])
         if self.cfg.detector.targets == "gt":
-            return x, self._gt_crop_targets(idx, geometry, x.shape[-2:]), people
+            return x, gt_crop_targets(self.train_frames, idx, geometry, x.shape[-2:]), people
         # a crop or jitter changes what the detector sees: the unmodified detector's person boxes on the clean crop
         with torch.no_grad():
             targets = person_targets(self.label_detector.predict(x), self.cfg.detector.score_threshold)
         return x, [Detections(t.boxes.cpu(), t.scores.cpu(), t.labels.cpu()) for t in targets], people
-
-    def _gt_crop_targets(self, idx: list[int], geometry: list[tuple[int, int, bool]], size: Sequence[int]) -> list[Detections]:
-        """Human boxes moved into each crop; a person mostly outside it is no target (nor a negative: it is dropped)."""
-        out = []
-        for k, i in enumerate(idx):
-            top, left, flipped = geometry[k]
-            moved, keep = move_boxes(self.train_frames.people[i][0], top, left, flipped, size, min_height=4.0)
-            out.append(Detections(moved[keep], torch.ones(int(keep.sum())), torch.zeros(int(keep.sum()), dtype=torch.long)))
-        return out
 
     def _people(self, idx: list[int], geometry: list[tuple[int, int, bool]] | None, size: Sequence[int]) -> People | None:
         """GT person boxes moved into each (cropped) image with contiguous identity labels; None without a re-ID term."""
