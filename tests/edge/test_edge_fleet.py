@@ -264,7 +264,10 @@ def test_unreachable_service_fills_a_bounded_spool_with_obfuscated_frames_only(
     spool = Spool(tmp_path / "spool" / "cam-s", 1 << 30)
     kept = [spool.read(seq) for seq in spool.seqs()]
     spool.close()
-    assert [e.meta["index"] for e in kept] == [5, 6, 7]  # the newest frames; the oldest were dropped first
+    kept_idx = [e.meta["index"] for e in kept]
+    # the newest frames stay, the oldest are dropped first; only the entry the sender is retrying at that moment is
+    # spared (Spool.inflight), and which one that is depends on thread timing, so the third may be an older frame
+    assert len(kept_idx) == 3 and kept_idx == sorted(kept_idx) and kept_idx[-2:] == [6, 7], kept_idx
     for entry in kept:
         original = video_frames[entry.meta["index"]]
         assert entry.payload == encode_frame(local_obf(original), "png", 90)
