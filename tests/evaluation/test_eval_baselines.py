@@ -94,7 +94,7 @@ def test_baselines_are_deterministic_and_reject_bad_parameters(pets_frames: dict
 def tuner_setup(pets_eval):  # noqa: ANN001, ANN201
     """8 real PETS test frames, fastestdet, and its clean-frame pseudo-labels at its operating threshold."""
     from silhouette.detectors import create_detector
-    from silhouette.evaluation.runner import FrameSelection, load_frames, prediction_threshold
+    from silhouette.evaluation.evaluate import FrameSelection, load_frames, prediction_threshold
 
     frames, _, _ = load_frames(FrameSelection(pets_eval, "test"))
     det = create_detector("fastestdet")
@@ -106,7 +106,7 @@ def tuner_setup(pets_eval):  # noqa: ANN001, ANN201
 
 @pytest.mark.parametrize("method", ["noise", "blur"])
 def test_tuner_reaches_target_ap(method: str, tuner_setup) -> None:  # noqa: ANN001
-    from silhouette.evaluation.runner import prediction_threshold
+    from silhouette.evaluation.evaluate import prediction_threshold
 
     frames, det, pseudo = tuner_setup
     target, tol = 0.5, 0.08

@@ -98,7 +98,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """Handler of `silhouette evaluate`."""
     import torch
 
-    from silhouette.evaluation.runner import available_detectors, evaluate_obfuscator, format_evaluation, jsonable
+    from silhouette.evaluation.evaluate import available_detectors, evaluate_obfuscator, format_evaluation, jsonable
     from silhouette.fileio import write_json
 
     _quiet_coco_logs()

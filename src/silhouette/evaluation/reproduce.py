@@ -259,7 +259,7 @@ def reproduce(
     command: str | None = None,
 ) -> Path:
     """Run the configured sections and write out/REPORT.md, out/metrics.json and the PNG figures atomically."""
-    from silhouette.evaluation.runner import PRED_THRESHOLD, jsonable
+    from silhouette.evaluation.evaluate import PRED_THRESHOLD, jsonable
     from silhouette.fileio import write_json
 
     cfg = load_config(config) if not isinstance(config, Mapping) else check_config(dict(config))

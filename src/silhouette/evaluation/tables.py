@@ -17,7 +17,7 @@ from torch import nn
 
 from silhouette.detectors.base import Detections, Detector
 from silhouette.errors import SilhouetteError
-from silhouette.evaluation.runner import (
+from silhouette.evaluation.evaluate import (
     PRED_THRESHOLD,
     FrameSelection,
     available_detectors,
@@ -271,7 +271,7 @@ def _runnable(
 
 
 def _detector_ok(spec: str) -> tuple[bool, str]:
-    from silhouette.evaluation.runner import detector_available
+    from silhouette.evaluation.evaluate import detector_available
 
     try:
         return detector_available(spec)
@@ -449,7 +449,7 @@ def cost_table(
     """Params and MACs of the obfuscator vs each detector at its input size (paper Table 4)."""
     from tqdm import tqdm
 
-    from silhouette.evaluation.runner import detector_cost, model_cost
+    from silhouette.evaluation.evaluate import detector_cost, model_cost
     from silhouette.models import build_obfuscator
 
     h, w = frame_size
@@ -514,7 +514,7 @@ def width_sweep(
     frame_size: tuple[int, int] = FRAME_SIZE,
 ) -> Section:
     """Relative person AP vs obfuscator MACs across widths (paper Figure 2)."""
-    from silhouette.evaluation.runner import model_cost
+    from silhouette.evaluation.evaluate import model_cost
 
     sec = Section(
         "width_sweep", "Figure 2 — Accuracy vs obfuscator cost (width sweep)",

@@ -4,5 +4,5 @@
 - `faces`: Haar / MTCNN face detectors; fraction of clean-frame faces found again.
 - `reid`: person re-identification (rank-1, mAP vs chance), clean-trained and adaptive attackers.
 - `scorecard`: utility beside attack success, markdown + JSON + trade-off plot.
-- `runner` / `cli`: `silhouette attack`.
+- `attack_suite` / `cli`: `silhouette attack` (builds each method, runs the attacks, caches, writes the scorecard).
 """

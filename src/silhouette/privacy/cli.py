@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def attack_command(args: argparse.Namespace) -> int:
     """Handler of `silhouette attack`."""
-    from silhouette.privacy.runner import AttackConfig, run_attacks
+    from silhouette.privacy.attack_suite import AttackConfig, run_attacks
 
     cfg = AttackConfig.from_args(args)
     paths = run_attacks(cfg)

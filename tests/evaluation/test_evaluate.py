@@ -11,7 +11,7 @@ import torch
 
 from silhouette.errors import SilhouetteError
 from silhouette.evaluation.baselines import gaussian_blur
-from silhouette.evaluation.runner import (
+from silhouette.evaluation.evaluate import (
     FrameSelection,
     detector_cost,
     evaluate_obfuscator,
