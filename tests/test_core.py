@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from silhouette.cli import main
 from silhouette.errors import SilhouetteError
-from silhouette.fileio import atomic_open, read_json, write_json
+from silhouette.fileio import atomic_open, read_json, read_yaml, write_csv, write_json, write_yaml
 from silhouette.imaging import bgr_to_tensor, check_image, read_image, tensor_to_bgr, write_image
 from silhouette.paths import ENV_SHARED, shared_dir
 from silhouette.registry import Registry
@@ -35,6 +36,28 @@ def test_read_json_errors_name_the_file(tmp_path: Path) -> None:
         read_json(bad)
     with pytest.raises(SilhouetteError, match="missing.json: file not found"):
         read_json(tmp_path / "missing.json")
+
+
+def test_yaml_roundtrip_and_one_line_errors(tmp_path: Path) -> None:
+    doc = {"b": [1, 2.5, "x"], "a": {"nested": None}}
+    write_yaml(tmp_path / "ok.yaml", doc)
+    assert read_yaml(tmp_path / "ok.yaml", "config") == doc
+    assert (tmp_path / "ok.yaml").read_text(encoding="utf-8").startswith("b:")  # keys in the order given
+    (tmp_path / "bad.yaml").write_text("a: [1,\n b: 2", encoding="utf-8")
+    (tmp_path / "latin.yaml").write_bytes(b"name: caf\xe9\n")
+    for name, msg in [("missing.yaml", "file not found"), ("bad.yaml", "not valid YAML"), ("latin.yaml", "not UTF-8")]:
+        with pytest.raises(SilhouetteError, match=f"^config .*{name}: {msg}") as exc:
+            read_yaml(tmp_path / name, "config")
+        assert "\n" not in str(exc.value)
+
+
+def test_write_csv_quotes_and_reads_back(tmp_path: Path) -> None:
+    rows = [{"name": 'a "quoted", cell', "n": 3}, ["line\nbreak", 4], {"n": 5}]
+    write_csv(tmp_path / "t.csv", ["name", "n"], rows)
+    with open(tmp_path / "t.csv", newline="", encoding="utf-8") as fh:
+        back = list(csv.DictReader(fh))
+    assert back == [{"name": 'a "quoted", cell', "n": "3"}, {"name": "line\nbreak", "n": "4"}, {"name": "", "n": "5"}]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
 def test_image_roundtrip_on_real_frame(tmp_path: Path) -> None:

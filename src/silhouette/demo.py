@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from silhouette.errors import SilhouetteError
+from silhouette.fileio import write_csv
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +83,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise SilhouetteError(f"{data_root}: the test split is empty")
     rows, dets, example = _count_all(ds, n, detector, modes, args.threshold)
     out.mkdir(parents=True, exist_ok=True)
-    _write_counts(out / "counts.csv", rows)
+    write_csv(out / "counts.csv", list(rows[0]), rows)
     _plot_counts(out / "counts.png", rows, list(modes))
     _side_by_side(out / "side_by_side.png", example)
     _print_summary(args, n, dets)
@@ -130,15 +130,6 @@ def _print_summary(args: argparse.Namespace, n: int, dets: dict) -> None:
     for col in [c for c in dets if c != "gt"]:
         v = count_error(dets[col], dets["gt"])
         print(f"  {col:>10} vs ground truth: count MAE {v['mae']:.2f} persons/frame (bias {v['bias']:+.2f})")
-
-
-def _write_counts(path: Path, rows: list[dict[str, object]]) -> None:
-    from silhouette.fileio import atomic_open
-
-    with atomic_open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def _plot_counts(path: Path, rows: list[dict[str, object]], modes: list[str]) -> None:

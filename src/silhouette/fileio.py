@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import logging
 import os
@@ -12,7 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 log = logging.getLogger("silhouette.fileio")
 
@@ -172,3 +174,48 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SilhouetteError(f"{path}: not valid JSON ({exc}); delete it or re-create it") from exc
+
+
+def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
+    """Parse a YAML file; a missing, unreadable or malformed one is a one-line error that starts with `what` and the path."""
+    import yaml
+
+    from silhouette.errors import SilhouetteError
+
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise SilhouetteError(f"{what} {path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise SilhouetteError(f"{what} {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
+    except OSError as exc:
+        raise SilhouetteError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SilhouetteError(f"{what} {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+
+
+def write_yaml(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write YAML atomically, keys in the order given."""
+    import yaml
+
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(obj, fh, sort_keys=False)
+
+
+def csv_line(cells: Sequence[Any]) -> str:
+    """One CSV line with its newline, quoted as the csv module quotes (for files and streamed responses alike)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(cells)
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike[str], fields: Sequence[str],
+              rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> None:
+    """Write a CSV file atomically: the header `fields`, then each row (a mapping is read by field, missing ones empty)."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(csv_line(fields))
+        for row in rows:
+            fh.write(csv_line([row.get(k, "") for k in fields] if isinstance(row, Mapping) else row))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any, Iterable
 
 from silhouette.errors import SilhouetteError
-from silhouette.fileio import atomic_open, write_json
+from silhouette.fileio import write_csv, write_json
 
 MANIFEST_JSON = "manifest.json"
 MANIFEST_CSV = "manifest.csv"
@@ -93,15 +92,9 @@ def select_records(
 def write_manifest(root: str | Path, manifest: dict[str, Any]) -> Path:
     """Write manifest.csv, then manifest.json last (its presence marks a complete dataset)."""
     root = Path(root)
-    with atomic_open(root / MANIFEST_CSV, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(CSV_COLUMNS)
-        for rec in manifest["frames"]:
-            gt = rec.get("gt_boxes")
-            writer.writerow(
-                [rec["file"], rec["source"], rec["camera"], rec["frame_index"], f"{rec['timestamp']:.6f}", rec["split"],
-                 "" if gt is None else len(gt)]
-            )
+    write_csv(root / MANIFEST_CSV, CSV_COLUMNS,
+              ([rec["file"], rec["source"], rec["camera"], rec["frame_index"], f"{rec['timestamp']:.6f}", rec["split"],
+                "" if rec.get("gt_boxes") is None else len(rec["gt_boxes"])] for rec in manifest["frames"]))
     path = manifest_path(root)
     write_json(path, manifest, indent=1)
     return path

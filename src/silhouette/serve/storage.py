@@ -16,8 +16,6 @@ upgrade runs in one locked transaction); Alembic would add an env.py, a versions
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -36,6 +34,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from silhouette.errors import SilhouetteError
+from silhouette.fileio import csv_line
 
 log = logging.getLogger("silhouette.serve")
 
@@ -587,25 +586,15 @@ class CountStore:
 
     def _csv_lines(self, query: sa.Select[Any]) -> Iterator[str]:
         """The CSV lines of `query`'s detections, fetched in batches on a server-side cursor."""
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-
-        def line(cells: Sequence[Any]) -> str:
-            """One CSV line."""
-            buf.seek(0)
-            buf.truncate()
-            writer.writerow(cells)
-            return buf.getvalue()
-
-        yield line(CSV_COLUMNS)
+        yield csv_line(CSV_COLUMNS)
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=500).execute(query)
             for row in result:
                 d = row._mapping
-                yield line([d["id"], _csv_cell(d["camera_id"]), _csv_cell(d["idempotency_key"]),
-                            _iso(d["captured_at"]), _iso(d["received_at"]), d["count"],
-                            _json(d["boxes"]), _json(d["scores"]), _csv_cell(d["obfuscator_id"]),
-                            _csv_cell(d["detector_id"])])
+                yield csv_line([d["id"], _csv_cell(d["camera_id"]), _csv_cell(d["idempotency_key"]),
+                                _iso(d["captured_at"]), _iso(d["received_at"]), d["count"],
+                                _json(d["boxes"]), _json(d["scores"]), _csv_cell(d["obfuscator_id"]),
+                                _csv_cell(d["detector_id"])])
 
     def prune(self, keep_days: float, now: float | None = None) -> int:
         """Delete detections received more than keep_days ago (retention); returns how many were removed."""

@@ -288,17 +288,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config file, apply overrides, validate."""
-    import yaml
+    from silhouette.fileio import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise SilhouetteError(f"config {path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise SilhouetteError(f"config {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML") from None
-    except yaml.YAMLError as exc:
-        raise SilhouetteError(f"config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, "config") or {}
     if not isinstance(data, dict):
         raise SilhouetteError(f"config {path}: top level must be a mapping")
     try:
@@ -309,12 +301,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    import yaml
+    from silhouette.fileio import write_yaml
 
-    from silhouette.fileio import atomic_open
-
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+    write_yaml(path, cfg.to_dict())
 
 
 _ = types  # keep the import for typing.get_type_hints on 3.10 unions

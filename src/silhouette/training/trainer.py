@@ -738,12 +738,9 @@ class Trainer:
             with open(path, newline="", encoding="utf-8") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < epoch]  # a resumed run rewrites later epochs
         rows.append({k: row.get(k, "") for k in CSV_FIELDS})
-        from silhouette.fileio import atomic_open
+        from silhouette.fileio import write_csv
 
-        with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(path, CSV_FIELDS, rows)
         if writer is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
