@@ -1,6 +1,7 @@
 """Pieces every benchmark script shares: machine and version info for the JSON, and a wall/CPU timer.
 
-The scripts run as `python benchmarks/X.py`, so Python puts this folder on sys.path and `import _common` works.
+`python benchmarks/X.py` puts this folder on sys.path, so `import _common` works; scripts in experiments/ and
+tools/ add this folder to sys.path first.
 """
 
 from __future__ import annotations

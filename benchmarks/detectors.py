@@ -1,6 +1,6 @@
 """Per-frame CPU latency of the ONNX zoo on 1 thread: onnxruntime vs the onnx2torch path, forward and end to end.
 
-Run: .venv/bin/python benchmarks/detectors.py   (writes benchmarks/results/detectors.json)
+Run: .venv/bin/python benchmarks/detectors.py   (writes results/benchmarks/detectors.json)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from _common import run_info, sample, versions
 
-RESULTS = Path(__file__).resolve().parent / "results" / "detectors.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "detectors.json"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Edge cost: obfuscator frames/s per CPU core (1 thread, 320x200) in torch, ONNX fp32 and ONNX int8, beside every zoo detector.
 
-Run: .venv/bin/python benchmarks/edge.py   (writes benchmarks/results/edge.json)
+Run: .venv/bin/python benchmarks/edge.py   (writes results/benchmarks/edge.json)
 
 The question it answers: is obfuscating on the camera cheaper than detecting there? Each obfuscator variant is
 timed with random (seeded) weights -- cost does not depend on the weights -- and, when shipped, the trained default.
@@ -22,7 +22,7 @@ import torch
 
 from _common import print_report, median_ms, run_info, versions
 
-RESULTS = Path(__file__).resolve().parent / "results" / "edge.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "edge.json"
 VARIANTS = ["obf_fused", "obf_paper", "obf_fast", "obf_w050", "obf_w025", "obf_edge"]
 GOAL_RATIO_VS_YOLOX = 3.0
 GOAL_INT8_FPS = 60.0

@@ -1,6 +1,6 @@
 """End-to-end `silhouette obfuscate` throughput on a 320x200 video: decode -> obfuscate -> encode -> write .mp4.
 
-Run: .venv/bin/python benchmarks/obfuscate_video.py [--checkpoint PATH ...]   (writes benchmarks/results/obfuscate_video.json)
+Run: .venv/bin/python benchmarks/obfuscate_video.py [--checkpoint PATH ...]   (writes results/benchmarks/obfuscate_video.json)
 
 The test video is made from PETS-2009 frames (resized to 320x200, looped to --frames, mp4v) in a temporary folder.
 Each checkpoint (the shipped default, plus every --checkpoint) is timed through `obfuscate_source` with ONNX Runtime
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _common import print_report, run_info, versions
 
-RESULTS = Path(__file__).resolve().parent / "results" / "obfuscate_video.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "obfuscate_video.json"
 TARGET_FPS = 30.0
 SIZE = (320, 200)
 

@@ -1,6 +1,6 @@
 """Detection service efficiency, throughput and p50/p95 latency on loopback: the local backend vs Ray Serve replicas.
 
-Run: .venv/bin/python benchmarks/service.py            (writes benchmarks/results/service.json; ~5 minutes)
+Run: .venv/bin/python benchmarks/service.py            (writes results/benchmarks/service.json; ~5 minutes)
      .venv/bin/python benchmarks/service.py --smoke    (local backend, 1 and 2 clients, ~1 s windows: the test's run)
 
 Each backend is `silhouette serve` in its own process (1 uvicorn worker, 127.0.0.1, API key from a file, a SQLite
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results" / "service.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "service.json"
 TARGETS = {"efficiency_min": 0.8, "p95_ms_max_at_4_clients": 250.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -277,7 +277,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="server --threads: per process (local) or per replica (ray)")
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds a server (and its Ray replicas) may take to start")
     p.add_argument("--smoke", action="store_true", help="local backend, batch 1, 1 and 2 clients, 1 s windows")
-    p.add_argument("--out", type=Path, help="JSON results file (default benchmarks/results/service.json; --smoke: a temp file)")
+    p.add_argument("--out", type=Path, help="JSON results file (default results/benchmarks/service.json; --smoke: a temp file)")
     args = p.parse_args(argv)
     if args.smoke:
         args.backends, args.batch_sizes, args.clients = ["local"], [1], [1, 2]

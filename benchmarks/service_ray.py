@@ -1,6 +1,6 @@
 """Ray Serve detector replicas (1 and 2) vs the local single-process detector: requests/s and CPU seconds per frame.
 
-Run: .venv/bin/python benchmarks/service_ray.py   (writes benchmarks/results/service_ray.json; a few minutes)
+Run: .venv/bin/python benchmarks/service_ray.py   (writes results/benchmarks/service_ray.json; a few minutes)
 
 Every backend is driven through the same async interface the service awaits (`await predict(HxWx3 uint8 RGB)`) by
 --clients concurrent coroutines for --seconds, after a warm-up; no HTTP (the lead adds that layer). Backends:
@@ -27,7 +27,7 @@ import numpy as np
 
 from _common import REPO_ROOT, run_info, versions
 
-RESULTS = Path(__file__).resolve().parent / "results" / "service_ray.json"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "service_ray.json"
 Predict = Callable[[np.ndarray], Awaitable[Any]]
 
 

@@ -92,9 +92,10 @@ def test_wire_imports_neither_side_nor_heavy_packages() -> None:
 
 
 def test_nothing_imports_the_old_deploy_package() -> None:
-    """src/, tests/ and benchmarks/ use the new packages (a guarded fallback in `except ImportError` is fine)."""
+    """src/, tests/ and the scripts (benchmarks/, experiments/, tools/) use the new packages (guarded fallbacks are fine)."""
     repo = PKG.parents[1]
-    files = [*PKG.rglob("*.py"), *(repo / "tests").rglob("*.py"), *(repo / "benchmarks").glob("*.py")]
+    scripts = [f for d in ("benchmarks", "experiments", "tools") for f in (repo / d).glob("*.py")]
+    files = [*PKG.rglob("*.py"), *(repo / "tests").rglob("*.py"), *scripts]
     offenders = [str(f.relative_to(repo)) for f in files if reaches(imports(f, skip_guarded=True), "silhouette.deploy")]
     assert not offenders, f"silhouette.deploy is gone; import from silhouette.edge / silhouette.serve: {offenders}"
 

@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "missing say 'not run: <reason>'."
         ),
     )
-    r.add_argument("--out", required=True, metavar="DIR", help="report folder, e.g. reports/cpu (replaced atomically)")
+    r.add_argument("--out", required=True, metavar="DIR", help="report folder, e.g. results/reproduce_cpu (replaced atomically)")
     r.add_argument("--config", default=DEFAULT_REPRODUCE_CONFIG, metavar="YAML",
                    help=f"reproduction config (default: {DEFAULT_REPRODUCE_CONFIG})")
     r.add_argument("--quick", action="store_true", help="same code on a few frames per test set (smoke test)")

@@ -34,7 +34,7 @@ DEPLOYMENT_NAME = "SilhouetteDetector"
 DEFAULT_MAX_BATCH = 8
 # as the local Batcher's default --batch-wait-ms 5. serve.batch closes a batch this long after its first frame even
 # while the previous batch still runs, so batches hold what arrives within the window (a mean of 1.6-1.8 frames at 16
-# clients in benchmarks/results/service_ray.json); YOLOX-Nano on one thread costs the same CPU per frame at batch 1
+# clients in results/benchmarks/service_ray.json); YOLOX-Nano on one thread costs the same CPU per frame at batch 1
 # and 8 (~20 ms), so a longer wait would only add latency
 DEFAULT_BATCH_WAIT_S = 0.005
 REPLICA_THREADS = 1  # one core per replica: replicas, not threads, spread the work over cores and nodes
