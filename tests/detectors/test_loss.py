@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -42,6 +44,80 @@ def test_assignment_rule() -> None:
     assert assign(poor, target, topk=1).tolist() == [0, NEGATIVE]
     # No targets: everything valid is negative.
     assert assign(boxes, torch.zeros((0, 4)), valid).tolist() == [NEGATIVE, NEGATIVE, NEGATIVE, IGNORE]
+
+
+# Probes of the thresholds: candidate [0, 0, 100, h] against the target [0, 0, 100, 100] has IoU h/100 exactly and
+# its centre inside the target. FILLERS (IoU 0.96-1.0) take the target's top-5 claims, so a probe's fate below is
+# decided by the IoU thresholds alone.
+UNIT = torch.tensor([[0.0, 0.0, 100.0, 100.0]])
+FILLERS = torch.tensor([[0.0, 0.0, 100.0, h] for h in (100.0, 99.0, 98.0, 97.0, 96.0)])
+
+
+def _strip(h: float) -> torch.Tensor:
+    return torch.tensor([[0.0, 0.0, 100.0, h]])
+
+
+@pytest.mark.parametrize(
+    "iou, expected",
+    [(0.51, 0), (0.50, 0), (0.49, IGNORE), (0.41, IGNORE), (0.40, IGNORE), (0.39, NEGATIVE), (0.05, NEGATIVE)],
+)
+def test_default_iou_thresholds(iou: float, expected: int) -> None:
+    """Default rule: positive at IoU >= 0.5, ignored in [0.4, 0.5), negative below 0.4 (once top-5 is taken)."""
+    boxes = torch.cat([FILLERS, _strip(iou * 100)])
+    got = assign(boxes, UNIT)
+    assert got[:5].tolist() == [0] * 5
+    assert got[5].item() == expected
+
+
+@pytest.mark.parametrize("iou, positive", [(0.51, True), (0.49, False)])
+def test_pseudo_label_loss_uses_the_half_iou_threshold(iou: float, positive: bool) -> None:
+    """Through the loss the detectors call: a probe just above 0.5 IoU gets a box loss, one just below none."""
+    boxes = torch.cat([FILLERS, _strip(iou * 100)])
+    loss = pseudo_label_loss(_cands(boxes, torch.full((6,), 0.5)), [_persons(UNIT)])
+    # the five fillers reach GIoU 0.96-1.0; the probe at ~0.5 alone would add ~0.5 / 6
+    fillers_only = sum(1 - h / 100 for h in (100.0, 99.0, 98.0, 97.0, 96.0))
+    if positive:
+        assert loss["loss_box"].item() == pytest.approx((fillers_only + 1 - iou) / 6, abs=1e-4)
+    else:
+        assert loss["loss_box"].item() == pytest.approx(fillers_only / 5, abs=1e-4)
+
+
+@pytest.mark.parametrize("iou, counted", [(0.39, True), (0.41, False)])
+def test_pseudo_label_loss_pushes_down_only_clear_negatives(iou: float, counted: bool) -> None:
+    """A confident probe below 0.4 IoU raises the classification loss; one in the ignored band leaves it unchanged."""
+    scores = torch.tensor([0.9] * 5 + [0.9])
+    with_probe = pseudo_label_loss(_cands(torch.cat([FILLERS, _strip(iou * 100)]), scores), [_persons(UNIT)])
+    without = pseudo_label_loss(_cands(FILLERS, scores[:5]), [_persons(UNIT)])
+    # focal BCE of a negative at p=0.9: 0.75 * 0.9^2 * -log(0.1) = 1.40, over 5 positives
+    extra = with_probe["loss_cls"].item() - without["loss_cls"].item()
+    assert extra == pytest.approx(0.75 * 0.81 * -math.log(0.1) / 5 if counted else 0.0, abs=1e-4)
+
+
+def test_each_target_claims_its_five_best_centred_candidates() -> None:
+    """Six poor candidates centred in the target (IoU 0.30 ... 0.05 < 0.4): the best five become positive, not the sixth."""
+    poor = torch.cat([_strip(h) for h in (30.0, 25.0, 20.0, 15.0, 10.0, 5.0)])
+    assert assign(poor, UNIT).tolist() == [0, 0, 0, 0, 0, NEGATIVE]
+    # the claim is a rank, not a threshold: with fewer candidates the weakest one is claimed too
+    assert assign(poor[3:], UNIT).tolist() == [0, 0, 0]
+    # candidates already positive by IoU fill the top five, so the poor ones are left to the IoU rule
+    assert assign(torch.cat([FILLERS, poor[:1]]), UNIT).tolist() == [0] * 5 + [NEGATIVE]
+
+
+def test_only_candidates_centred_inside_are_claimed() -> None:
+    """Overlap alone is not a claim: a candidate whose centre lies outside the target stays negative."""
+    outside = torch.tensor([[0.0, 80.0, 100.0, 200.0]])  # IoU 0.1, centre (50, 140) below the target
+    inside = torch.tensor([[0.0, 0.0, 100.0, 10.0]])  # IoU 0.1, centre (50, 5) inside it
+    assert assign(outside, UNIT).tolist() == [NEGATIVE]
+    assert assign(inside, UNIT).tolist() == [0]
+    assert assign(torch.tensor([[200.0, 200.0, 300.0, 300.0]]), UNIT).tolist() == [NEGATIVE]  # no overlap at all
+
+
+def test_a_candidate_claimed_by_two_targets_goes_to_the_higher_iou() -> None:
+    targets = torch.tensor([[0.0, 0.0, 100.0, 100.0], [0.0, 20.0, 100.0, 220.0]])
+    # centre (50, 35) lies in both; IoU 0.3 with the first, 30/200 = 0.15 with the second
+    cand = torch.tensor([[0.0, 20.0, 100.0, 50.0]])
+    assert assign(cand, targets).tolist() == [0]
+    assert assign(cand, targets.flip(0)).tolist() == [1]
 
 
 def test_exact_candidates_beat_shifted_ones() -> None:
