@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from silhouette.detectors.base import Detections
+from silhouette.errors import SilhouetteError
 from silhouette.training.engine import AdversarialEngine, TrainingDiverged, warmup_target
 
 from .conftest import TEST_DETECTOR
@@ -137,12 +138,32 @@ def test_nan_and_exploding_losses_stop_with_a_clear_message(setup) -> None:  # n
 
 
 def test_warmup_targets() -> None:
-    x = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
+    x = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
     assert torch.equal(warmup_target(x, "identity"), x)
-    assert torch.allclose(warmup_target(x, "solarize"), torch.tensor([0.0, 0.5, 1.0, 0.5, 0.0]))
+    assert torch.equal(warmup_target(x, "fold")[0, 0, 0], torch.tensor([0.0, 0.5, 1.0, 0.5, 0.0]))
+    # the form the shipped checkpoints were warm-started on, to the bit (1 - |2x - 1| differs below 0.25)
+    r = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(warmup_target(r, "fold"), 2.0 * torch.minimum(r, 1.0 - r))
+    with pytest.raises(SilhouetteError, match="choose identity or fold"):
+        warmup_target(x, "solarize")
 
 
 def test_empty_targets_still_train(setup) -> None:  # noqa: ANN001
-    det, x, _, obf, deobf = setup
-    stats, _ = _engine(det, obf, deobf).obfuscator_step(x, [Detections.empty(), Detections.empty()], lam=1.0)
-    assert stats.loss_det == stats.loss_det
+    """Frames without persons are all negatives: the detection loss alone moves the obfuscator and quiets the detector."""
+    det, x, _, _, deobf = setup
+    from silhouette.models import build_obfuscator
+
+    torch.manual_seed(3)
+    obf = build_obfuscator("obf_w025")
+    # no weight decay: only a real gradient of the detection loss can move a weight
+    engine = AdversarialEngine(obf, deobf, det, torch.optim.AdamW(obf.parameters(), lr=1e-2, weight_decay=0.0),
+                               torch.optim.AdamW(deobf.parameters(), lr=1e-2))
+    empty = [Detections.empty(), Detections.empty()]
+    before = _snapshot(obf)
+    first, _ = engine.obfuscator_step(x, empty, lam=0.0)
+    assert first.loss_det > 0 and first.loss_det == first.loss_det
+    assert not _same(before, _snapshot(obf)), "the step must move the obfuscator's weights"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obf.parameters())
+    for _ in range(4):
+        last, _ = engine.obfuscator_step(x, empty, lam=0.0)
+    assert last.loss_det < first.loss_det

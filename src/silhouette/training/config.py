@@ -13,7 +13,7 @@ from typing import Any
 from silhouette.errors import SilhouetteError
 
 
-WARMUP_TARGETS = ("identity", "solarize")
+WARMUP_TARGETS = ("identity", "fold")
 MODES = ("compatible", "private")
 TARGETS = ("pseudo", "gt")
 
@@ -81,7 +81,7 @@ class TrainConfig:
     lr_reid: float = 1e-3  # learning rate of that co-trained re-ID classifier
     face_weight: float = 0.0  # weight of the face adversary: MTCNN P-Net face scores on the obfuscated frame
     warmup_steps: int = 0  # warm-start: fit the obfuscator to `warmup_target` for N batches before the game
-    warmup_target: str = "identity"  # identity | solarize (the pointwise fold 2·min(x, 1−x): not invertible)
+    warmup_target: str = "identity"  # identity | fold (the pointwise 2·min(x, 1−x): not invertible)
     warmup_lr: float = 1e-2
     warmup_schedule: str = "linear"  # warm-start lr: 'linear' decay to 0 (a sharper fit) or 'constant'
     warmup_crop: list[int] = field(default_factory=list)  # [H, W] crops for the warm start; [] = data.crop

@@ -14,6 +14,7 @@ from torch import nn
 
 from silhouette.detectors.base import Detections, Detector
 from silhouette.errors import SilhouetteError
+from silhouette.evaluation.baselines import fold
 from silhouette.privacy.reid import CROP_SIZE, roi_crops
 
 
@@ -49,14 +50,12 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 
 def warmup_target(x: torch.Tensor, name: str) -> torch.Tensor:
-    """The fixed mapping a warm start fits: 'identity' or 'solarize' (the fold 2·min(x, 1−x))."""
+    """The fixed mapping a warm start fits: 'identity' or 'fold' (the fold baseline's one fold, 2·min(x, 1−x))."""
     if name == "identity":
         return x
-    if name == "solarize":
-        # the same map as evaluation.baselines.fold_intensities(x, 1), written as the committed runs were trained:
-        # 1 - |2x - 1| rounds differently for x < 0.25, and shipped checkpoints must retrain bit for bit
-        return 2.0 * torch.minimum(x, 1.0 - x)
-    raise SilhouetteError(f"unknown warm-start target {name!r}; choose identity or solarize")
+    if name == "fold":
+        return fold(x)
+    raise SilhouetteError(f"unknown warm-start target {name!r}; choose identity or fold")
 
 
 def check_loss(name: str, value: float, max_loss: float) -> None:
