@@ -3,7 +3,3 @@
 
 class SilhouetteError(Exception):
     """A user mistake or missing resource; the message says what is wrong and what to do."""
-
-
-class NotImplementedFeature(SilhouetteError):
-    """A documented feature that this build does not provide yet."""

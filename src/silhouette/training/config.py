@@ -174,10 +174,6 @@ class Config:
         return self
 
 
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
-
-
 def _float_or_none(value: Any) -> float | None:
     """A number as float (YAML reads '1e-2' without a dot as a string), else None."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
