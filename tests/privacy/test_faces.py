@@ -19,13 +19,6 @@ from silhouette.privacy.faces import (
 )
 
 
-def _detector(name: str):  # noqa: ANN202
-    try:
-        return build_face_detector(name)
-    except SilhouetteError as exc:
-        pytest.skip(f"{name} face detector not usable here: {exc}")
-
-
 @pytest.fixture(scope="module")
 def face_frames(face_gif: Path, read_frames) -> list[torch.Tensor]:  # noqa: ANN001
     """Frames 20 and 30 of the corridor clip at native 480x270: two people facing the camera."""
@@ -34,7 +27,7 @@ def face_frames(face_gif: Path, read_frames) -> list[torch.Tensor]:  # noqa: ANN
 
 @pytest.mark.parametrize("name", ["haar", "mtcnn"])
 def test_detector_finds_face_on_clean_frame(name: str, face_frames: list[torch.Tensor]) -> None:
-    det = _detector(name)
+    det = build_face_detector(name)  # a missing MTCNN or Haar fails here, with the install hint in its message
     boxes = det.detect(face_frames[1])
     assert boxes.shape[1] == 4 and len(boxes) >= 1
     # the faces are in the upper half of the corridor frame, about 20-35 px wide
@@ -45,7 +38,7 @@ def test_detector_finds_face_on_clean_frame(name: str, face_frames: list[torch.T
 
 @pytest.mark.parametrize("name", ["haar", "mtcnn"])
 def test_fraction_clean_vs_clean_and_blank(name: str, face_frames: list[torch.Tensor]) -> None:
-    det = _detector(name)
+    det = build_face_detector(name)  # a missing MTCNN or Haar fails here, with the install hint in its message
     blank = [torch.full_like(f, 0.5) for f in face_frames]
     res = face_exposure(det, face_frames, {"clean": face_frames, "blank": blank})
     assert res["reference_faces"] >= 2
@@ -66,15 +59,8 @@ def test_refound_iou_rule() -> None:
 def test_run_face_attack_blur_hides_faces(face_frames: list[torch.Tensor]) -> None:
     from silhouette.evaluation.baselines import gaussian_blur
 
-    dets = [d for d in (FACE_DETECTORS.names()) if d in ("haar", "mtcnn")]
-    usable = []
-    for name in dets:
-        try:
-            usable.append(build_face_detector(name))
-        except SilhouetteError:
-            pass
-    if not usable:
-        pytest.skip("no face detector usable here")
+    usable = [build_face_detector(name) for name in ("haar", "mtcnn")]
+    assert {d.name for d in usable} <= set(FACE_DETECTORS.names())
     res = run_face_attack(usable, {"clip": face_frames}, lambda x: gaussian_blur(x, 8.0), reconstructor=lambda x: x)
     assert res["resolution"] == "480x270"
     for d in usable:
@@ -96,12 +82,8 @@ def test_haar_cascades_from_env_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
     from silhouette.privacy import faces
 
-    if not hasattr(cv2, "CascadeClassifier"):
-        pytest.skip(f"OpenCV {cv2.__version__} has no CascadeClassifier")
-    try:
-        sources = [faces._cascade_path(n) for n in faces.HAAR_CASCADES]
-    except SilhouetteError as exc:
-        pytest.skip(f"no cascade files to copy here: {exc}")
+    assert hasattr(cv2, "CascadeClassifier"), f"OpenCV {cv2.__version__} has no CascadeClassifier: install opencv<5"
+    sources = [faces._cascade_path(n) for n in faces.HAAR_CASCADES]  # the cascade files OpenCV 4 ships
     for src in sources:
         shutil.copy(src, tmp_path / src.name)
     # hide every built-in location, as on an OpenCV 5 install
