@@ -86,3 +86,17 @@ def test_prepare_summary_and_label_counts(capsys: pytest.CaptureFixture[str], tm
     assert int(row[1]) == val_frames and int(row[2]) >= val_frames  # several people in every PETS frame
     rc, out, _ = _run(capsys, "label", str(root), "--detector", "yolo_fastest_xl", "--split", "val", "--no-progress")
     assert rc == 0 and "(up to date)" in out
+
+
+def test_label_without_detector_weights_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                    pets_sparse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing weights file names the file and the fix every command accepts, not an option no command has."""
+    from silhouette.paths import ENV_SHARED
+
+    (tmp_path / "empty_shared").mkdir()
+    monkeypatch.setenv(ENV_SHARED, str(tmp_path / "empty_shared"))
+    rc, _, err = _run(capsys, "label", str(pets_sparse), "--detector", "yolo_fastest_xl", "--split", "val",
+                      "--no-progress")
+    line = _one_line_error(err)
+    assert rc == 2 and str(tmp_path / "empty_shared" / "weights") in line and f"set {ENV_SHARED}" in line
+    assert "--weights" not in line

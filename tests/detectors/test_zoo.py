@@ -192,12 +192,12 @@ def test_candidates_agree_with_predict(name: str, zoo: dict[str, OnnxZooDetector
         assert (cand.boxes[i, :, 0::2] <= 320).all() and (cand.boxes[i, :, 1::2] <= 200).all()
 
 
-def test_missing_weights_names_path_and_option(tmp_path: Path) -> None:
+def test_missing_weights_names_path_and_shared_folder(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "yolox_nano.onnx"
     det = DETECTORS.create("yolox_nano", weights=missing)
     assert det.info().weights_present is False
     for call in (det.predict, det.candidates):
-        with pytest.raises(SilhouetteError, match="--weights PATH") as exc:
+        with pytest.raises(SilhouetteError, match="set SILHOUETTE_SHARED to the folder whose weights/ holds") as exc:
             call(torch.rand(1, 3, 64, 64))
         assert str(missing) in str(exc.value)
 

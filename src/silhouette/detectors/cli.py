@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
         help="list the registered detectors: family, input size, source, licence, weights present",
         description=(
             "List every detector usable with --detector (ensembles: 'a+b*0.5'). ONNX zoo weights are read from the "
-            "shared weights folder; torchvision weights come from torchvision's weights API cache or --weights PATH."
+            "shared weights folder ($SILHOUETTE_SHARED/weights); torchvision weights from torchvision's cache ($TORCH_HOME)."
         ),
     )
     p.add_argument("--json", action="store_true", help="print a JSON list of objects instead of a table")
@@ -68,7 +68,6 @@ def cmd_detectors(args: argparse.Namespace) -> int:
     missing = [r["name"] for r in rows if not r["weights_present"]]
     if missing:
         print(
-            f"\nNo weights here for {', '.join(missing)}: pass --weights PATH (a local .pth state_dict) "
-            "or put the file at the path shown."
+            f"\nNo weights here for {', '.join(missing)}: put the file at the path shown."
         )
     return 0

@@ -218,8 +218,8 @@ class OnnxZooDetector(Detector):
     def _checked_weights(self) -> Path:
         if not self.weights.is_file():
             raise SilhouetteError(
-                f"{self.name}: weights file {self.weights} not found; pass --weights PATH (weights=...) "
-                f"pointing at {self.spec.file}, or set SILHOUETTE_SHARED to the folder holding weights/"
+                f"{self.name}: weights file {self.weights} not found; set SILHOUETTE_SHARED to the folder whose "
+                f"weights/ holds {self.spec.file} (or pass weights=PATH to create_detector)"
             )
         return self.weights
 

@@ -86,7 +86,7 @@ def resolve_weights(name: str, weights: str | Path | None) -> Path | Any | None:
     choices = ", ".join(["DEFAULT", *enum_cls.__members__])
     raise SilhouetteError(
         f"{name}: weights {str(weights)!r} is neither a file nor a torchvision weights name ({choices}); "
-        "pass --weights PATH with a local .pth state_dict"
+        "a local file must be a .pth state_dict"
     )
 
 
@@ -98,7 +98,7 @@ def _cached_weights_file(enum_member: Any) -> Path:
 def _read_state_dict(name: str, path: Path) -> dict[str, torch.Tensor]:
     """Load a state_dict file (plain, or a {'model': ...} / {'state_dict': ...} checkpoint)."""
     if not path.is_file():
-        raise SilhouetteError(f"{name}: weights file {path} not found; pass --weights PATH with a local .pth state_dict")
+        raise SilhouetteError(f"{name}: weights file {path} not found; weights=PATH must name a local .pth state_dict")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for corrupt files
@@ -143,7 +143,7 @@ def build_model(name: str, weights: str | Path | None = "DEFAULT", **overrides: 
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; hash mismatches are RuntimeErrors
         raise SilhouetteError(
             f"{name}: downloading torchvision weights {resolved} from {resolved.url} failed ({exc}); "
-            f"pass --weights PATH with a local .pth state_dict (or place the file at {_cached_weights_file(resolved)})"
+            f"place the file at {_cached_weights_file(resolved)}, where every command looks for it"
         ) from exc
 
 
