@@ -103,9 +103,9 @@ def raw_detector_cpu(detector: str, bodies: list[bytes], threads: int, seconds: 
 
     from silhouette.detectors import create_detector
     from silhouette.serve.batching import predictor
-    from silhouette.wire import decode_frame
+    from silhouette.imaging import decode_frame
 
-    frames = [decode_frame(b) for b in bodies]  # the pixels the server detects on (JPEG-decoded RGB)
+    frames = [decode_frame(b) for b in bodies]  # the pixels the server detects on (JPEG-decoded BGR)
     saved = torch.get_num_threads(), cv2.getNumThreads()
     # the thread settings of the server under test: --threads each for onnxruntime, torch and OpenCV
     torch.set_num_threads(threads)

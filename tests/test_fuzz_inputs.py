@@ -62,7 +62,7 @@ def client() -> TestClient:
 @FUZZ
 @given(st.data())
 def test_service_decoder_answers_4xx_or_an_image(seeds: dict[str, bytes], data: st.DataObject) -> None:
-    from silhouette.wire import ImageError, decode_frame
+    from silhouette.imaging import ImageError, decode_frame
 
     blob = _mutate(data, seeds[data.draw(st.sampled_from(sorted(seeds)))]) if data.draw(st.booleans()) \
         else data.draw(st.binary(max_size=300))

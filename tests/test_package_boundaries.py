@@ -1,5 +1,6 @@
 """The camera/cloud boundary, read from the source: edge and serve never import each other (they meet in
-silhouette.wire), the edge package has no import cycle, and the camera's modules import no torch at import time."""
+silhouette.wire and silhouette.imaging), the edge package has no import cycle, and the camera's modules import no torch
+at import time."""
 
 from __future__ import annotations
 
@@ -79,9 +80,9 @@ def reaches(found: set[str], target: str) -> list[str]:
 
 @pytest.mark.parametrize(("side", "other"), [("edge", "serve"), ("serve", "edge")])
 def test_edge_and_serve_never_import_each_other(side: str, other: str) -> None:
-    """Not even lazily: what they share lives in silhouette.wire."""
+    """Not even lazily: what they share lives in silhouette.wire (the protocol) and silhouette.imaging (the bytes)."""
     offenders = {module_name(f): reaches(imports(f), f"silhouette.{other}") for f in package_files(side)}
-    assert not {m: hits for m, hits in offenders.items() if hits}, f"silhouette.{side} must reach silhouette.{other} only through silhouette.wire"
+    assert not {m: hits for m, hits in offenders.items() if hits}, f"silhouette.{side} must reach silhouette.{other} only through silhouette.wire / silhouette.imaging"
 
 
 def test_wire_imports_neither_side_nor_heavy_packages() -> None:
@@ -89,6 +90,13 @@ def test_wire_imports_neither_side_nor_heavy_packages() -> None:
     found = imports(PKG / "wire.py")
     for banned in ("silhouette.edge", "silhouette.serve", *HEAVY):
         assert not reaches(found, banned), f"silhouette.wire imports {reaches(found, banned)}"
+
+
+def test_imaging_imports_neither_side_nor_a_web_framework() -> None:
+    """The frame bytes are encoded on the camera and decoded in the service by the same module; torch only lazily."""
+    found = imports(PKG / "imaging.py")
+    for banned in ("silhouette.edge", "silhouette.serve", *(h for h in HEAVY if h != "torch")):
+        assert not reaches(found, banned), f"silhouette.imaging imports {reaches(found, banned)}"
 
 
 def test_nothing_imports_the_old_deploy_package() -> None:

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from silhouette.data.sources import count_frames, iter_frames, open_source, parse_size, resize_frame
+from silhouette.data.sources import count_frames, iter_frames, open_source, parse_size
 from silhouette.errors import SilhouetteError
+from silhouette.imaging import resize_frame
 from silhouette.paths import data_dir
 
 VTEST = data_dir() / "pets2009" / "vtest.avi"

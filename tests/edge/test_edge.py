@@ -86,7 +86,7 @@ def test_only_obfuscated_frames_leave_the_camera(detector, edge_obf, camera_fram
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from silhouette.edge.client import EdgeClient, run_edge
-    from silhouette.edge.pipeline import resize_bgr
+    from silhouette.imaging import resize_frame
     from silhouette.serve.app import create_app
     from silhouette.serve.server import ServerThread
 
@@ -106,7 +106,7 @@ def test_only_obfuscated_frames_leave_the_camera(detector, edge_obf, camera_fram
         assert all(o not in body for o in originals_jpeg)
         sent = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
         assert sent is not None and sent.shape == (200, 320, 3)  # never the 768x576 camera frame
-        small = resize_bgr(orig, (320, 200))
+        small = resize_frame(orig, (320, 200))
         expected = edge_obf(orig)
         # equal to the obfuscator's output up to JPEG q90 loss ...
         ssim_obf = structural_similarity(expected, sent, channel_axis=-1, data_range=255)

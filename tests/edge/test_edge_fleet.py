@@ -213,7 +213,7 @@ def test_two_cameras_in_one_process_arrive_with_their_ids_in_capture_order(
         testdata_bgr: list[np.ndarray], tmp_path: Path, capsys) -> None:
     from silhouette.cli import main
     from silhouette.edge.checkpoint import file_digest
-    from silhouette.wire import encode_frame
+    from silhouette.imaging import encode_frame
 
     srv, rec = recording_server
     report = tmp_path / "r.json"
@@ -246,9 +246,8 @@ def test_two_cameras_in_one_process_arrive_with_their_ids_in_capture_order(
 def test_unreachable_service_fills_a_bounded_spool_with_obfuscated_frames_only(
         shared: Path, onnx_path: Path, local_obf: Any, video_frames: list[np.ndarray], tmp_path: Path, capsys) -> None:
     from silhouette.cli import main
-    from silhouette.data.sources import resize_frame
     from silhouette.edge.spool import Spool
-    from silhouette.wire import encode_frame
+    from silhouette.imaging import encode_frame, resize_frame
 
     one = len(encode_frame(local_obf(video_frames[0]), "png", 90))
     report = tmp_path / "r.json"
@@ -301,7 +300,7 @@ def test_client_killed_and_restarted_replays_its_spool_first(
         tmp_path: Path, capsys) -> None:
     from silhouette.cli import main
     from silhouette.edge.spool import unpack
-    from silhouette.wire import encode_frame
+    from silhouette.imaging import encode_frame
 
     spool = tmp_path / "spool"
     down = f"http://127.0.0.1:{_free_port()}"  # nobody listens: every frame goes to the spool

@@ -22,14 +22,10 @@ CONCURRENT = 24  # > REPLICAS * 2 * MAX_BATCH in flight: both replicas must take
 
 @pytest.fixture(scope="module")
 def frames(shared: Path) -> list[np.ndarray]:
-    """The three 320x200 PETS test frames as HxWx3 uint8 RGB, as the service decodes uploads."""
-    from PIL import Image
+    """The three 320x200 PETS test frames as HxWx3 uint8 BGR frames, as the service decodes uploads."""
+    from silhouette.imaging import decode_image_file
 
-    out = []
-    for f in FRAMES:
-        with Image.open(shared / "weights" / "testdata" / f"pets2009_s2l1_v1_{f}_320x200.png") as img:
-            out.append(np.array(img.convert("RGB")))
-    return out
+    return [decode_image_file(shared / "weights" / "testdata" / f"pets2009_s2l1_v1_{f}_320x200.png") for f in FRAMES]
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +34,11 @@ def local_persons(frames: list[np.ndarray]) -> list[Any]:
     import torch
 
     from silhouette.detectors import create_detector
+    from silhouette.imaging import bgr_batch_to_tensor
 
     det = create_detector("yolox_nano")
     with torch.inference_mode():
-        return [det.predict(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0)[0].persons() for f in frames]
+        return [det.predict(bgr_batch_to_tensor([f]))[0].persons() for f in frames]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-import torch
 
 API_KEY = "test-key-0123456789"  # the key the `server` fixture (conftest.py) was started with
 KEY = {"X-API-Key": API_KEY}
@@ -19,12 +18,10 @@ def _jpeg(img: np.ndarray, q: int = 90) -> bytes:
 
 
 def _expected(detector, jpeg: bytes) -> list:
-    """What the detector itself finds on the image the server decodes (RGB from the same JPEG)."""
-    from silhouette.wire import decode_frame
+    """What the detector itself finds on the frame the server decodes from the same JPEG."""
+    from silhouette.imaging import bgr_batch_to_tensor, decode_frame
 
-    rgb = decode_frame(jpeg)
-    t = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    return detector.predict(t)[0].persons()
+    return detector.predict(bgr_batch_to_tensor([decode_frame(jpeg)]))[0].persons()
 
 
 def test_auth_refused_without_or_with_wrong_key(server, testdata_bgr, caplog) -> None:

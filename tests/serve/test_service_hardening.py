@@ -514,12 +514,11 @@ def test_pixel_limit_defaults_come_from_imaging() -> None:
     """The single-image limit is silhouette.imaging.MAX_PIXELS everywhere; DEFAULT_MAX_PIXELS stays as its alias."""
     import inspect
 
-    from silhouette import wire
-    from silhouette.imaging import MAX_PIXELS
+    from silhouette.imaging import MAX_PIXELS, decode_frame, probe_frame
     from silhouette.serve.app import create_app
     from silhouette.serve.config import ServiceConfig
     from silhouette.serve.limits import DEFAULT_MAX_PIXELS
 
     assert DEFAULT_MAX_PIXELS == MAX_PIXELS == ServiceConfig().max_pixels
-    for fn in (create_app, wire.decode_frame, wire.probe_frame):
+    for fn in (create_app, decode_frame, probe_frame):
         assert inspect.signature(fn).parameters["max_pixels"].default == MAX_PIXELS

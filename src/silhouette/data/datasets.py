@@ -14,7 +14,6 @@ from silhouette.registry import Registry
 from silhouette.data.manifest import MANIFEST_CSV, MANIFEST_JSON, SPLITS, load_manifest, write_manifest
 from silhouette.data.pets import PETS_SIZE, Annotations, parse_pets_xml
 from silhouette.data.sources import (
-    DEFAULT_SIZE,
     FIT_MODES,
     Fit,
     Frame,
@@ -30,6 +29,7 @@ from silhouette.data.sources import (
     IMAGE_EXTS,
     VIDEO_EXTS,
 )
+from silhouette.imaging import DEFAULT_SIZE
 
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 OPTIONS_LOCK = ".prepare-options.json"  # options of the last successful prepare run (written after the manifest)

@@ -16,13 +16,13 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from silhouette.errors import SilhouetteError
+from silhouette.imaging import as_bgr, check_pixels, decode_image_file, image_size, pixel_limit, resize_frame
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".gif", ".ts"}
 URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
 # Image folders have no clock; their frames are spaced by this nominal rate unless told otherwise.
 DEFAULT_FOLDER_FPS = 1.0
-DEFAULT_SIZE = (320, 200)  # (W, H): the paper's frame size
 # FFmpeg (inside OpenCV) prints a line per damaged packet; a truncated file would bury the one-line summary this
 # module reports (see CaptureSource.check_complete). Set OPENCV_FFMPEG_LOGLEVEL=24 to see FFmpeg's warnings again.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -111,10 +111,8 @@ class Source:
 
     def _checked(self, image: np.ndarray, spec: str) -> np.ndarray:
         """A decoded frame as HxWx3 uint8 BGR, refused if over the pixel limit (live sources have no header)."""
-        from silhouette.imaging import check_pixels
-
         check_pixels(spec, image.shape[1], image.shape[0], self.max_pixels, kind="video frame")
-        return _as_bgr(image, spec)
+        return as_bgr(image, spec)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
@@ -139,8 +137,6 @@ class CaptureSource(Source):
 
     def check_size(self) -> None:
         """Refuse a video file whose frames are over the pixel limit, from its header, before decoding any."""
-        from silhouette.imaging import check_pixels
-
         header = self.header()
         if header is not None and header.width > 0 and header.height > 0:
             check_pixels(self.spec, header.width, header.height, self.max_pixels, kind="video frame")
@@ -242,24 +238,9 @@ class ImageListSource(Source):
         return len(self.files)
 
     def __iter__(self) -> Iterator[Frame]:
-        from silhouette.imaging import decode_image_file
-
         for index, path in enumerate(self.files):
             # the header is checked against the pixel limit first; the pixels are decoded exactly once, here
-            yield Frame(index, index / self.nominal_fps, _as_bgr(decode_image_file(path, self.max_pixels), str(path)))
-
-
-def _as_bgr(image: np.ndarray, spec: str) -> np.ndarray:
-    """Coerce grayscale/BGRA decoder output to HxWx3 uint8 BGR."""
-    import cv2
-
-    if image.dtype != np.uint8:
-        raise SilhouetteError(f"{spec}: decoded frames have dtype {image.dtype}; only 8-bit footage is supported")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
+            yield Frame(index, index / self.nominal_fps, as_bgr(decode_image_file(path, self.max_pixels), str(path)))
 
 
 def open_source(
@@ -270,8 +251,6 @@ def open_source(
 
     `max_pixels` and `strict` are set on the source (also on an already opened one, when given).
     """
-    from silhouette.imaging import image_size, pixel_limit
-
     pixel_limit(max_pixels)  # validate before touching the input
     if isinstance(spec, Source):
         spec.max_pixels = spec.max_pixels if max_pixels is None else max_pixels
@@ -339,16 +318,6 @@ def count_frames(source: str | int | Path | Source) -> int | None:
     return open_source(source).count()
 
 
-def resize_frame(image: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> np.ndarray:
-    """Resize an HxWx3 BGR frame to (W, H) with INTER_AREA, the dataset recipe."""
-    import cv2
-
-    w, h = size
-    if image.shape[1] == w and image.shape[0] == h:
-        return image
-    return cv2.resize(image, (int(w), int(h)), interpolation=cv2.INTER_AREA)
-
-
 FIT_MODES = ("letterbox", "stretch", "crop")
 # the grey the zoo detectors pad their own letterboxes with: no edge or colour a detector could take for something
 LETTERBOX_FILL = 114
@@ -371,9 +340,7 @@ class Fit:
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """The HxWx3 BGR `image` (of size src) fitted to dst with INTER_AREA."""
-        import cv2
-
-        small = image if self.scaled == self.src else cv2.resize(image, self.scaled, interpolation=cv2.INTER_AREA)
+        small = resize_frame(image, self.scaled)
         if self.scaled == self.dst:
             return small
         (W, H), (ox, oy), (w, h) = self.dst, self.offset, self.scaled

@@ -12,9 +12,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from silhouette.errors import SilhouetteError
+from silhouette.imaging import encode_frame, resize_frame
 from silhouette.wire import (
     API_KEY_HEADER, CAMERA_ID_RE, CAPTURE_TIME_HEADER, DETECT_PATH, IDEMPOTENCY_HEADER, OBFUSCATOR_HEADER, PAIR_HEADER,
-    content_type, encode_frame, frame_key,
+    content_type, frame_key,
 )
 
 log = logging.getLogger("silhouette.edge")
@@ -262,7 +263,6 @@ def run_edge(
     """Obfuscate each (index, BGR frame), send only the obfuscated encoding, count persons and bytes (one thread, no spool).
 
     `obfuscator_id` (X-Silhouette-Obfuscator) defaults to the digest of the model file of `obfuscator.runner`."""
-    from silhouette.data.sources import resize_frame
     from silhouette.edge.runtime import obfuscator_id as model_id
 
     mime = content_type(fmt)

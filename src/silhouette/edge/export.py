@@ -14,7 +14,7 @@ import numpy as np
 
 from silhouette.edge.checkpoint import cache_dir, file_digest, load_torch_obfuscator, require_torch, resolve_model
 from silhouette.errors import SilhouetteError
-from silhouette.imaging import bgr_batch
+from silhouette.imaging import bgr_batch, resize_frame
 
 OPSET = 17
 INPUT_NAME = "images"
@@ -83,7 +83,7 @@ def parity(model, onnx_path: str | os.PathLike[str], sizes: Sequence[tuple[int, 
 
 def pets_frames(start: int, stop: int, count: int, size: tuple[int, int] = (320, 200)) -> list[np.ndarray]:
     """`count` evenly spaced PETS-2009 frames from [start, stop), resized to size=(W, H), HxWx3 uint8 BGR."""
-    from silhouette.data.sources import iter_frames, resize_frame
+    from silhouette.data.sources import iter_frames
     from silhouette.paths import data_dir
 
     video = data_dir() / "pets2009" / "vtest.avi"

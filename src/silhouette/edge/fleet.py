@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 from silhouette.edge.client import OK, REJECTED, RETRY, EdgeClient, EdgeStats, Reply
 from silhouette.edge.spool import Spool, SpoolError
 from silhouette.errors import SilhouetteError
-from silhouette.wire import CAMERA_ID_RE, IDEMPOTENCY_HEADER, content_type, encode_frame, frame_key
+from silhouette.imaging import encode_frame, resize_frame
+from silhouette.wire import CAMERA_ID_RE, IDEMPOTENCY_HEADER, content_type, frame_key
 
 log = logging.getLogger("silhouette.edge")
 
@@ -385,8 +386,6 @@ class Camera:
 
     def _measure(self, image: Any, cfg: SendConfig) -> None:
         """Bytes the original frame would have cost with the same encoding (measured for the summary, never sent)."""
-        from silhouette.data.sources import resize_frame
-
         self.stats.bytes_original += len(encode_frame(image, cfg.fmt, cfg.quality))
         if cfg.size is not None:
             self.stats.bytes_original_resized += len(encode_frame(resize_frame(image, cfg.size), cfg.fmt, cfg.quality))

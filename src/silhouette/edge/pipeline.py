@@ -16,18 +16,10 @@ from silhouette.edge.runtime import Runner
 from silhouette.edge.sinks import ImageSink, VideoSink, default_output, frame_name, make_sink
 from silhouette.errors import SilhouetteError
 from silhouette.fileio import Terminated
-from silhouette.imaging import batch_to_bgr, bgr_batch, bgr_to_chw
+from silhouette.imaging import DEFAULT_SIZE, batch_to_bgr, bgr_batch, bgr_to_chw, resize_frame
 from silhouette.wire import FRAME_FORMATS
 
-DEFAULT_SIZE = (320, 200)  # (W, H): the paper's frame size
 IMAGE_FORMATS = FRAME_FORMATS
-
-
-def resize_bgr(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an HxWx3 BGR frame to size=(W, H) with INTER_AREA (the dataset recipe)."""
-    from silhouette.data.sources import resize_frame
-
-    return resize_frame(image, size)
 
 
 class EdgeObfuscator:
@@ -41,7 +33,7 @@ class EdgeObfuscator:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """The frame at model size (uint8 BGR): the input of the obfuscator."""
-        return resize_bgr(image, self.size)
+        return resize_frame(image, self.size)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Obfuscated frame at model size, HxWx3 uint8 BGR."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from silhouette.errors import SilhouetteError
-from silhouette.wire import encode_frame
+from silhouette.imaging import encode_frame
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}

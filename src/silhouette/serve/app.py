@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
-from silhouette.imaging import MAX_PIXELS
+from silhouette.imaging import MAX_PIXELS, limit_png_text
 from silhouette.serve.auth import service_key
 from silhouette.serve.backends import backend_batcher, limit_local_threads
 from silhouette.serve.batching import Batcher, predictor
@@ -31,7 +31,6 @@ from silhouette.serve.recording import Recorder, detector_id
 from silhouette.serve.routes import add_detect_routes, add_other_routes
 from silhouette.serve.schemas import SERVICE_DOC
 from silhouette.serve.storage import CountStore
-from silhouette.wire import limit_png_text
 
 log = logging.getLogger("silhouette.serve")
 PRUNE_EVERY_S = 3600.0  # retention granularity is days: hourly keeps the table within an hour of --keep-days

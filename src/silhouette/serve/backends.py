@@ -1,7 +1,7 @@
 """Where the service's detector runs: in the serving process (`--backend local`, the Batcher) or on Ray Serve
 replicas (`--backend ray`), behind the same HTTP API, auth, limits and count store.
 
-The app only sees the Batcher seam: `batch_size`, `await start()`, `await stop()` and `await submit(rgb)` -> an
+The app only sees the Batcher seam: `batch_size`, `await start()`, `await stop()` and `await submit(frame)` (HxWx3 uint8 BGR) -> an
 object with `.boxes` [N, 4] and `.scores` [N]. RayBatcher fills it with `RayDetectorHandle.predict`; Ray itself is
 imported only when the ray backend is chosen (it is an optional extra).
 """
@@ -128,7 +128,7 @@ class RayBatcher:
         await asyncio.to_thread(self.close)
 
     async def submit(self, image: np.ndarray) -> Persons:
-        """Person detections of one HxWx3 uint8 RGB frame, from whichever replica Serve routes it to."""
+        """Person detections of one HxWx3 uint8 BGR frame, from whichever replica Serve routes it to."""
         if self.handle is None:
             raise SilhouetteError("the Ray backend is not running (the app's lifespan has not started it)")
         found = await self.handle.predict(image)

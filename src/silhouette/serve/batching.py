@@ -32,7 +32,7 @@ class Batcher:
                 pass
 
     async def submit(self, image: np.ndarray) -> Any:
-        """Detections for one HxWx3 RGB frame."""
+        """Detections for one HxWx3 uint8 BGR frame."""
         assert self.queue is not None, "Batcher.start() was not awaited"
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self.queue.put((image, fut))
@@ -87,13 +87,13 @@ class Batcher:
 
 
 def predictor(detector: Any) -> Callable[[list[np.ndarray]], list[Any]]:
-    """The batcher's detector call: HxWx3 uint8 RGB frames of one size -> person detections per frame."""
+    """The batcher's detector call: HxWx3 uint8 BGR frames of one size -> person detections per frame."""
     import torch
 
+    from silhouette.imaging import bgr_batch_to_tensor
+
     def predict(images: list[np.ndarray]) -> list[Any]:
-        # a single frame is viewed, not copied, as a batch of one
-        stacked = images[0][None] if len(images) == 1 else np.stack(images)
-        batch = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)
+        batch = bgr_batch_to_tensor(images)
         with torch.inference_mode():
             return [d.persons() for d in detector.predict(batch)]
 

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import HTTPException, Request
 from fastapi.responses import Response
 
+from silhouette.imaging import ImageError, decode_frame, probe_frame
 from silhouette.serve.batching import Batcher
 from silhouette.serve.idempotency import IdempotencyCache, check_idempotency_key, fingerprint
 from silhouette.serve.limits import AppLimits, PixelBudget
@@ -14,7 +15,7 @@ from silhouette.serve.metrics import Metrics
 from silhouette.serve.recording import Found, Meta, Recorder, found_from, read_meta, stored_answers
 from silhouette.serve.schemas import DetectResult
 from silhouette.serve.uploads import TooManyFiles, read_multipart_files
-from silhouette.wire import CAMERA_ID_RE, DETECT_PATH, IDEMPOTENCY_HEADER, REPLAYED_HEADER, ImageError, decode_frame, probe_frame
+from silhouette.wire import CAMERA_ID_RE, DETECT_PATH, IDEMPOTENCY_HEADER, REPLAYED_HEADER
 
 
 def check_camera(camera_id: str | None) -> str | None:
@@ -30,7 +31,7 @@ class Detection:
 
     def __init__(self, name: str, batcher: Batcher, metrics: Metrics, recorder: Recorder, limits: AppLimits) -> None:
         self.name = name
-        self.batcher = batcher  # the detector seam: anything with `batch_size` and `await submit(rgb)`
+        self.batcher = batcher  # the detector seam: anything with `batch_size` and `await submit(frame)`
         self.metrics = metrics
         self.recorder = recorder
         self.limits = limits
@@ -159,12 +160,12 @@ class Detection:
         await self.budget.acquire(pixels)
         try:
             try:
-                rgb = await run_in_threadpool(decode_frame, data, self.limits.max_pixels)
+                frame = await run_in_threadpool(decode_frame, data, self.limits.max_pixels)
             except ImageError as exc:
                 raise self._image_error(exc, index, endpoint) from None
-            height, width = rgb.shape[:2]
-            dets = await self.batcher.submit(rgb)
-            del rgb
+            height, width = frame.shape[:2]
+            dets = await self.batcher.submit(frame)
+            del frame
         finally:
             self.budget.release(pixels)
         return found_from(dets, width, height)

@@ -1,6 +1,6 @@
 """Scale person detection out on Ray Serve: each replica holds its own detector and batches frames dynamically.
 
-The FastAPI service awaits `handle.predict(rgb)` in place of its in-process Batcher; frames travel as HxWx3 uint8
+The FastAPI service awaits `handle.predict(frame)` in place of its in-process Batcher; frames travel as HxWx3 uint8 BGR
 arrays (a quarter of the float tensor) and are stacked into detector batches inside the replica.
 
 One machine: `start_ray_detector("yolox_nano", replicas=2)` starts a private local Ray instance and stops it again
@@ -90,7 +90,7 @@ class DetectorReplica:
         self._batched = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=batch_wait_s)(self._run_batch)
 
     async def predict(self, image: np.ndarray) -> ReplicaReply:
-        """Person detections of one HxWx3 uint8 RGB frame, run in a batch with the frames that arrive meanwhile."""
+        """Person detections of one HxWx3 uint8 BGR frame, run in a batch with the frames that arrive meanwhile."""
         return await self._batched(image)
 
     async def _run_batch(self, images: list[np.ndarray]) -> list[ReplicaReply]:
@@ -101,13 +101,14 @@ class DetectorReplica:
         """Run the detector once per frame size (frames of one size stack into one batch), answers in input order."""
         import torch
 
+        from silhouette.imaging import bgr_batch_to_tensor
+
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(image.shape, []).append(i)
         replies: list[ReplicaReply | None] = [None] * len(images)
         for idx in groups.values():
-            stacked = np.stack([images[i] for i in idx])
-            batch = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)
+            batch = bgr_batch_to_tensor([images[i] for i in idx])
             with torch.inference_mode():
                 dets = self.detector.predict(batch)
             for i, det in zip(idx, dets):
@@ -120,12 +121,12 @@ def _check_frame(image: Any) -> np.ndarray:
     """The frame as a C-contiguous HxWx3 uint8 array (what the replicas stack), ValueError otherwise."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"expected an HxWx3 uint8 RGB frame, got {got}")
+        raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {got}")
     return np.ascontiguousarray(image)
 
 
 class RayDetectorHandle:
-    """What the service awaits instead of its local Batcher: `await handle.predict(rgb)`; `shutdown()` when done."""
+    """What the service awaits instead of its local Batcher: `await handle.predict(frame)`; `shutdown()` when done."""
 
     def __init__(self, handle: Any, detector_name: str, replicas: int, max_batch: int, session: str, app_name: str) -> None:
         self._handle = handle
@@ -136,7 +137,7 @@ class RayDetectorHandle:
         self.session, self.app_name = session, app_name  # session: "local", "joined" or "borrowed" (see _connect)
 
     async def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """{"boxes": [N, 4] float32 xyxy, "scores": [N] float32} of the persons in one HxWx3 uint8 RGB frame."""
+        """{"boxes": [N, 4] float32 xyxy, "scores": [N] float32} of the persons in one HxWx3 uint8 BGR frame."""
         frame = _check_frame(image)
         if self._handle is None:
             raise SilhouetteError("the Ray detector was shut down")
