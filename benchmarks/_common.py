@@ -6,13 +6,13 @@ tools/ add this folder to sys.path first.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import platform
 import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -61,27 +61,28 @@ def versions(*names: str) -> dict[str, str]:
 
 def run_info(load_before: tuple[float, float, float], note: str | None = None,
              versions: dict[str, str] | None = None) -> dict:
-    """The `command`, `date`, `machine` (and `versions` when given) fields of a results JSON, taken now."""
-    machine: dict = {
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }
-    if note is not None:
-        machine["note"] = note
-    from silhouette.provenance import git_state
+    """The provenance block of a results JSON (commit, dirty, command, date, machine, versions), taken now.
 
-    info = {
-        **git_state(),  # commit and dirty flag: which code made these numbers
-        "command": shlex.join([exe(), *sys.argv]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine,
-    }
+    The same block `silhouette` commands write, with the load average around the run in `machine`: timings on a
+    shared machine mean little without it.
+    """
+    from silhouette.provenance import provenance
+
+    info = provenance([exe(), *sys.argv])
+    info["machine"].update(loadavg_before=[round(x, 2) for x in load_before],
+                           loadavg_after=[round(x, 2) for x in os.getloadavg()])
+    if note is not None:
+        info["machine"]["note"] = note
     if versions is not None:
-        info["versions"] = versions
+        info["versions"] = {**info["versions"], **versions}
     return info
+
+
+def results_path(out: Path | None, smoke: bool, default: Path) -> Path:
+    """Where a script writes its JSON: --out, else a temp file for --smoke (a plumbing check replaces no result)."""
+    if out is not None:
+        return out
+    return Path(tempfile.gettempdir()) / f"silhouette_smoke_{default.name}" if smoke else default
 
 
 def sample(fn: Callable[[], object], warmup: int, min_repeats: int,

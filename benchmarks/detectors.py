@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from _common import run_info, sample, versions
+from _common import results_path, run_info, sample, versions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "detectors.json"
 
@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8], help="batch sizes")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before each measurement")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON results file (default {RESULTS.name} in results/benchmarks/)")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long plumbing check; writes to a temp file unless --out")
     args = parser.parse_args(argv)
+    if args.smoke:  # one small detector, batch 1, one timed call
+        args.models, args.batches, args.repeats, args.warmup = ["fastestdet"], [1], 1, 0
+    args.out = results_path(args.out, args.smoke, RESULTS)
 
     torch.set_num_threads(1)
     frames = [read_image(p) for p in sorted((weights_dir() / "testdata").glob("pets2009_*_320x200.png"))]

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from _common import print_report, median_ms, run_info, versions
+from _common import median_ms, print_report, results_path, run_info, versions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "edge.json"
 VARIANTS = ["obf_fused", "obf_paper", "obf_fast", "obf_w050", "obf_w025", "obf_edge"]
@@ -40,7 +40,8 @@ def _time(fn: Callable[[], object], warmup: int, min_repeats: int, min_seconds: 
 
 def _wire_bytes(runner: Callable, frames: "object") -> float:
     """Mean bytes a frame of the obfuscator's output costs on the wire, as PNG (the edge client's default encoding)."""
-    from silhouette.imaging import batch_to_bgr, encode_frame
+    from silhouette.imaging import batch_to_bgr
+    from silhouette.wire import encode_frame
 
     sizes = [len(encode_frame(img, "png")) for img in batch_to_bgr(runner(frames))]
     return round(sum(sizes) / len(sizes), 1)
@@ -64,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-repeats", type=int, default=20, help="timed calls per measurement, at least")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="seconds per measurement, at least")
     parser.add_argument("--calib-frames", type=int, default=16, help="PETS frames for int8 calibration")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON results file (default {RESULTS.name} in results/benchmarks/)")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long plumbing check; writes to a temp file unless --out")
     args = parser.parse_args(argv)
+    if args.smoke:  # the smallest variant and detector, one timed call each
+        args.variants, args.detectors = ["obf_edge"], ["fastestdet"]
+        args.min_repeats, args.min_seconds, args.calib_frames = 1, 0.0, 2
+    args.out = results_path(args.out, args.smoke, RESULTS)
 
     torch.set_num_threads(1)
     frame = pets_frames(600, 601, 1)[0]  # a 320x200 PETS test frame (BGR)
@@ -78,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         torch.manual_seed(0)
         models[name] = build_obfuscator(name).eval()
-    if DEFAULT_CHECKPOINT.is_file():
+    if DEFAULT_CHECKPOINT.is_file() and not args.smoke:
         models["default (shipped)"] = load_obfuscator(None)
     private = DEFAULT_CHECKPOINT.with_name("obfuscator_private.pt")
-    if private.is_file():
+    if private.is_file() and not args.smoke:
         from silhouette.models.checkpoint import build_from_entry, read_checkpoint
 
         models["private (shipped)"] = build_from_entry(read_checkpoint(private)["obfuscator"], private).eval()

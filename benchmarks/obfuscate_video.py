@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import print_report, run_info, versions
+from _common import print_report, results_path, run_info, versions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "obfuscate_video.json"
 TARGET_FPS = 30.0
@@ -80,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         "--spinning", choices=["off", "on", "both"], default="both",
         help="ORT intra-op spinning: off (what silhouette obfuscate uses), on (ORT's default) or both (default)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON results file (default {RESULTS.name} in results/benchmarks/)")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long plumbing check; writes to a temp file unless --out")
     args = parser.parse_args(argv)
+    if args.smoke:  # a 8-frame video, batch 1, one timed run
+        args.frames, args.unique, args.batch, args.repeats = 8, 4, [1], 1
+    args.out = results_path(args.out, args.smoke, RESULTS)
 
     checkpoints: list[tuple[str, str | None]] = [] if args.no_default else [("default (shipped)", None)]
     checkpoints += [(str(c), c) for c in args.checkpoint]

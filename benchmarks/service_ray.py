@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/service_ray.py   (writes results/benchmarks/service_ray.json; a few minutes)
 
-Every backend is driven through the same async interface the service awaits (`await predict(HxWx3 uint8 BGR)`) by
+Every backend is driven through the same async interface the service awaits (`await predict(HxWx3 uint8 RGB)`) by
 --clients concurrent coroutines for --seconds, after a warm-up; no HTTP (the lead adds that layer). Backends:
   local        the service's in-process Batcher + detector (onnxruntime default threads = all cores), as `serve` runs today
   local_1t     the same with 1 onnxruntime thread (one replica's configuration, in-process)
@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from _common import REPO_ROOT, run_info, versions
+from _common import REPO_ROOT, results_path, run_info, versions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "service_ray.json"
 Predict = Callable[[np.ndarray], Awaitable[Any]]
@@ -40,11 +40,16 @@ def git_state() -> dict[str, Any]:
 
 
 def load_frames() -> list[np.ndarray]:
-    """The PETS 320x200 test frames of the weights zoo as HxWx3 uint8 BGR frames."""
-    from silhouette.imaging import decode_image_file
+    """The PETS 320x200 test frames of the weights zoo as HxWx3 uint8 RGB."""
+    from PIL import Image
+
     from silhouette.paths import weights_dir
 
-    return [decode_image_file(path) for path in sorted((weights_dir() / "testdata").glob("pets2009_*_320x200.png"))]
+    frames = []
+    for path in sorted((weights_dir() / "testdata").glob("pets2009_*_320x200.png")):
+        with Image.open(path) as img:
+            frames.append(np.array(img.convert("RGB")))
+    return frames
 
 
 def raw_detector_cpu(detector: str, frames: list[np.ndarray], batch: int, seconds: float) -> dict[str, float]:
@@ -53,10 +58,10 @@ def raw_detector_cpu(detector: str, frames: list[np.ndarray], batch: int, second
     import torch
 
     from silhouette.detectors import create_detector
-    from silhouette.imaging import bgr_batch_to_tensor
 
     det = create_detector(detector, num_threads=1)
-    images = bgr_batch_to_tensor([frames[i % len(frames)] for i in range(batch)])
+    stacked = np.stack([frames[i % len(frames)] for i in range(batch)])
+    images = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)
     saved = torch.get_num_threads(), cv2.getNumThreads()
     # one thread each for onnxruntime, torch and OpenCV, as a replica pins them: torch's default pool spins on the
     # main thread and measured 2.5x the CPU per frame on this machine
@@ -204,7 +209,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
     p.add_argument("--raw-seconds", type=float, default=4.0, help="raw-detector reference before each backend")
     p.add_argument("--backends", nargs="+", default=["local", "local_1t", "ray_1", "ray_2"])
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=None, help=f"JSON results file (default {RESULTS.name} in results/benchmarks/)")
+    p.add_argument("--smoke", action="store_true", help="a seconds-long plumbing check; writes to a temp file unless --out")
     return p.parse_args(argv)
 
 
@@ -244,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     from silhouette.fileio import write_json
 
     args = parse(argv)
+    if args.smoke:  # the in-process backend only, 1 s windows
+        args.backends, args.clients, args.seconds, args.warmup_seconds, args.raw_seconds = ["local"], 2, 1.0, 0.5, 0.5
+    args.out = results_path(args.out, args.smoke, RESULTS)
     frames, load_before = load_frames(), os.getloadavg()
     raw = {f"batch_{b}": raw_detector_cpu(args.detector, frames, b, args.raw_seconds) for b in sorted({1, args.max_batch})}
     print(f"raw detector: {raw}", flush=True)

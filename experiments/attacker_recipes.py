@@ -52,7 +52,9 @@ def person_scores(sources: list[str]) -> dict[str, dict]:
 
 def main() -> int:
     """Print the comparison table and write its JSON."""
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT, help=f"results JSON (default {OUT.relative_to(REPO)})")
+    args = ap.parse_args()
     cols = {"identity start": person_scores(IDENTITY), "from scratch (H100)": person_scores(SCRATCH_GPU),
             "from scratch (CPU)": person_scores(SCRATCH_CPU)}
     for name, rows in cols.items():
@@ -71,12 +73,15 @@ def main() -> int:
             f" ({r['epochs']} epochs)" if r["epochs"] != 20 else "") for r in cells.values()]
         print(f"| {m} | " + " | ".join(text) + f" | {best:.1f} |")
         table.append({"method": m, **cells, "stronger_person_psnr": best})
-    OUT.write_text(json.dumps({"command": ".venv/bin/python experiments/attacker_recipes.py", "sources": {
+    from silhouette.fileio import write_json
+    from silhouette.provenance import provenance
+
+    write_json(args.out, {**provenance([Path(sys.executable).name, *sys.argv]), "sources": {
         "identity start": IDENTITY, "from scratch (H100)": SCRATCH_GPU, "from scratch (CPU)": SCRATCH_CPU},
         "renames": RENAMES,
         "metric": "post-hoc reconstruction of the ground-truth person boxes of the PETS test split, PSNR dB / SSIM",
-        "rows": table}, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {OUT.relative_to(REPO)}")
+        "rows": table})
+    print(f"\nwrote {args.out}")
     return 0
 
 

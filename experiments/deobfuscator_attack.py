@@ -14,10 +14,7 @@ ground-truth person boxes, beside the zero-information floor of the mean train f
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -30,6 +27,7 @@ from silhouette.errors import SilhouetteError  # noqa: E402
 from silhouette.fileio import write_json  # noqa: E402
 from silhouette.models.checkpoint import load_deobfuscator, load_obfuscator  # noqa: E402
 from silhouette.privacy import reconstruction as R  # noqa: E402
+from silhouette.provenance import provenance  # noqa: E402
 from silhouette.privacy.attack_suite import gt_boxes, uint8_frames  # noqa: E402
 
 OUT = REPO_ROOT / "results" / "experiments" / "deobfuscator_attack.json"
@@ -50,6 +48,8 @@ def main() -> int:
     ap.add_argument("checkpoints", nargs="+", metavar="LABEL=CKPT")
     ap.add_argument("--data", default="runs/data/pets2009", help="prepared pets2009 (default: runs/data/pets2009)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--out", type=Path, default=OUT, help=f"results JSON (default {OUT.relative_to(REPO_ROOT)})")
+    ap.add_argument("--smoke", action="store_true", help="8 train and 4 test frames: a seconds-long plumbing check")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,8 +58,10 @@ def main() -> int:
         if not eq or not Path(path).is_file():
             raise SystemExit(f"error: {label}{eq}{path}: expected LABEL=CKPT with an existing checkpoint file")
     train_ds, test_ds = FrameDataset(args.data, "train"), FrameDataset(args.data, "test")
-    train = uint8_frames(train_ds, list(range(len(train_ds))))
-    test_idx = list(range(len(test_ds)))
+    train_idx, test_idx = list(range(len(train_ds))), list(range(len(test_ds)))
+    if args.smoke:
+        train_idx, test_idx = train_idx[:8], test_idx[:4]
+    train = uint8_frames(train_ds, train_idx)
     test, boxes = uint8_frames(test_ds, test_idx), gt_boxes(test_ds, test_idx)
     floor = R.scene_prior_floor(train, test, boxes)
     rows = {"zero-information floor": {k: floor[k] for k in KEYS}}
@@ -71,10 +73,10 @@ def main() -> int:
     print(f"{'deobfuscator':28s} {'PSNR':>7s} {'SSIM':>6s} {'persons PSNR':>13s} {'persons SSIM':>13s}")
     for label, r in rows.items():
         print(f"{label:28s} {r['psnr']:7.2f} {r['ssim']:6.3f} {r['person_psnr']:13.2f} {r['person_ssim']:13.3f}")
-    write_json(OUT, {"command": " ".join([Path(sys.executable).name, *sys.argv]), "data": args.data,
-                     "test_frames": len(test), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
-                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "rows": rows})
-    print(f"wrote {OUT.relative_to(REPO_ROOT)}")
+    prov = provenance([Path(sys.executable).name, *sys.argv])
+    prov["machine"]["torch_threads"] = torch.get_num_threads()
+    write_json(args.out, {**prov, "data": args.data, "test_frames": len(test), "rows": rows})
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -58,6 +58,8 @@ def test_reproduce_quick_writes_every_promised_file(tmp_path: Path, pets_eval: P
     assert main(["reproduce", "--out", str(out), "--config", str(cfg), "--quick", "--no-progress"]) == 0
     report = (out / "REPORT.md").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
+    prov = metrics["provenance"]
+    assert len(prov["commit"]) == 40 and "reproduce" in prov["command"] and prov["machine"]["cpu"] and prov["date"]
     assert not (out / "stale.txt").exists()  # the folder is replaced as a whole
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folders left behind
     for title in TITLES:

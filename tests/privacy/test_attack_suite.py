@@ -35,5 +35,7 @@ def test_attack_quick_end_to_end_and_resume(tiny_pets_factory, tmp_path: Path) -
     assert main([*argv[:argv.index("--epochs") + 1], "2", *argv[argv.index("--epochs") + 2:]]) == 0
     row = json.loads((out / "methods" / "pixelate_8.json").read_text())
     assert row["reconstruction"]["recipe"]["epochs"] == 2
+    prov = row["provenance"]  # each cached method row says which code, command and machine made it
+    assert len(prov["commit"]) == 40 and "attack" in prov["command"] and prov["machine"]["cores"] >= 1
     assert row["reid"]["key"]["reconstructed"] == row["reconstruction"]["recipe"]
     assert json.loads(before)["reid"]["key"]["reconstructed"]["epochs"] == 1

@@ -261,6 +261,7 @@ def reproduce(
     """Run the configured sections and write out/REPORT.md, out/metrics.json and the PNG figures atomically."""
     from silhouette.evaluation.evaluate import PRED_THRESHOLD, jsonable
     from silhouette.fileio import write_json
+    from silhouette.provenance import provenance
 
     cfg = load_config(config) if not isinstance(config, Mapping) else check_config(dict(config))
     for s in only or []:
@@ -303,6 +304,7 @@ def reproduce(
             "name": header["name"], "command": header["command"], "generated": header["generated"],
             "quick": quick, "versions": header["versions"], "config": cfg,
             "sections": {s.key: s.to_json() for s in sections},
+            "provenance": provenance(shlex.split(header["command"])),
         }))
         _swap_in(tmp, out)
     finally:

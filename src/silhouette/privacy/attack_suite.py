@@ -344,13 +344,21 @@ def _face_setup(cfg: AttackConfig, notes: list[str]) -> tuple[list[Any], dict[st
     return detectors, clips, meta
 
 
+def _save_row(path: Path, row: dict[str, Any]) -> None:
+    """Cache one method's results, with the provenance of the run that last changed them."""
+    from silhouette.fileio import write_json
+    from silhouette.provenance import provenance
+
+    write_json(path, {**row, "provenance": provenance()})
+
+
 def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
     """Run every requested attack on every method (cached per method in out/methods/), then write the scorecard."""
     import dataclasses
     import time
 
     from silhouette.data.torch_dataset import FrameDataset
-    from silhouette.fileio import read_json, write_json
+    from silhouette.fileio import read_json
     from silhouette.privacy import faces as F_
     from silhouette.privacy import reconstruction as R
     from silhouette.privacy import reid as I
@@ -417,6 +425,7 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
         cache_path = cfg.out / "methods" / f"{_safe(method.name)}.json"
         ckpt = cfg.out / "attackers" / f"reconstruction_{_safe(method.name)}.pt"
         row: dict[str, Any] = read_json(cache_path) if cache_path.is_file() else {}
+        row.pop("provenance", None)  # the cache file's own, rewritten on every save
         if row and not same_source(row.get("source"), source):
             # the label now names another obfuscator: its old results and attacker say nothing about this one
             log.warning("%s: cached results are for another checkpoint; attacking again", method.name)
@@ -437,13 +446,13 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
                     # results from before person-region scoring: score the stored attacker, no retraining
                     metrics, _ = R.evaluate_attacker(attacker, transform, list(_floats(recon_test)), boxes=test_boxes)
                     cached["test"].update({k: v for k, v in metrics.items() if k.startswith("person_")})
-                    write_json(cache_path, row)
+                    _save_row(cache_path, row)
             else:
                 res, attacker = R.run_reconstruction_attack(
                     transform, _floats(recon_train), _floats(recon_test), recipe, ckpt,
                     method.name, cfg.progress, deobf_params, device=device, test_boxes=test_boxes)
                 row["reconstruction"] = res
-                write_json(cache_path, row)
+                _save_row(cache_path, row)
             seconds[f"{method.name}/reconstruction"] = time.perf_counter() - t0
             log.info("%s: reconstruction PSNR %.2f dB, SSIM %.3f", method.name, row["reconstruction"]["test"]["psnr"],
                      row["reconstruction"]["test"]["ssim"])
@@ -461,7 +470,7 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
             if (row.get("faces") or {}).get("key") != key:
                 row["faces"] = {"key": key, **F_.run_face_attack(detectors, clips, transform, reconstructor,
                                                                  references=face_refs)}
-                write_json(cache_path, row)
+                _save_row(cache_path, row)
             seconds[f"{method.name}/faces"] = time.perf_counter() - t0
         if "reid" in cfg.attacks:
             t0 = time.perf_counter()
@@ -471,7 +480,7 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
                                                     clean_reid, method.name, cfg.progress, device=device,
                                                     cache=reid_cache)
                 row["reid"] = {"key": key, **res}
-                write_json(cache_path, row)
+                _save_row(cache_path, row)
             seconds[f"{method.name}/reid"] = time.perf_counter() - t0
         row["utility"] = utility_for(cfg.utility, method, spec, cfg.methods)
         rows.append(row)
