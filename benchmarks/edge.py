@@ -40,8 +40,7 @@ def _time(fn: Callable[[], object], warmup: int, min_repeats: int, min_seconds: 
 
 def _wire_bytes(runner: Callable, frames: "object") -> float:
     """Mean bytes a frame of the obfuscator's output costs on the wire, as PNG (the edge client's default encoding)."""
-    from silhouette.imaging import batch_to_bgr
-    from silhouette.wire import encode_frame
+    from silhouette.imaging import batch_to_bgr, encode_frame
 
     sizes = [len(encode_frame(img, "png")) for img in batch_to_bgr(runner(frames))]
     return round(sum(sizes) / len(sizes), 1)

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/service_ray.py   (writes results/benchmarks/service_ray.json; a few minutes)
 
-Every backend is driven through the same async interface the service awaits (`await predict(HxWx3 uint8 RGB)`) by
+Every backend is driven through the same async interface the service awaits (`await predict(HxWx3 uint8 BGR)`) by
 --clients concurrent coroutines for --seconds, after a warm-up; no HTTP (the lead adds that layer). Backends:
   local        the service's in-process Batcher + detector (onnxruntime default threads = all cores), as `serve` runs today
   local_1t     the same with 1 onnxruntime thread (one replica's configuration, in-process)
@@ -40,16 +40,11 @@ def git_state() -> dict[str, Any]:
 
 
 def load_frames() -> list[np.ndarray]:
-    """The PETS 320x200 test frames of the weights zoo as HxWx3 uint8 RGB."""
-    from PIL import Image
-
+    """The PETS 320x200 test frames of the weights zoo as HxWx3 uint8 BGR frames."""
+    from silhouette.imaging import decode_image_file
     from silhouette.paths import weights_dir
 
-    frames = []
-    for path in sorted((weights_dir() / "testdata").glob("pets2009_*_320x200.png")):
-        with Image.open(path) as img:
-            frames.append(np.array(img.convert("RGB")))
-    return frames
+    return [decode_image_file(path) for path in sorted((weights_dir() / "testdata").glob("pets2009_*_320x200.png"))]
 
 
 def raw_detector_cpu(detector: str, frames: list[np.ndarray], batch: int, seconds: float) -> dict[str, float]:
@@ -58,10 +53,10 @@ def raw_detector_cpu(detector: str, frames: list[np.ndarray], batch: int, second
     import torch
 
     from silhouette.detectors import create_detector
+    from silhouette.imaging import bgr_batch_to_tensor
 
     det = create_detector(detector, num_threads=1)
-    stacked = np.stack([frames[i % len(frames)] for i in range(batch)])
-    images = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)
+    images = bgr_batch_to_tensor([frames[i % len(frames)] for i in range(batch)])
     saved = torch.get_num_threads(), cv2.getNumThreads()
     # one thread each for onnxruntime, torch and OpenCV, as a replica pins them: torch's default pool spins on the
     # main thread and measured 2.5x the CPU per frame on this machine
