@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -142,38 +142,29 @@ class Baseline:
         return self.high if self.increasing else self.low
 
 
-BASELINES: dict[str, Baseline] = {
-    "blur": Baseline(
-        "blur", "Gaussian blur", "sigma", gaussian_blur, 0.0, 16.0, True,
-        describe=lambda p: f"σ = {p:.2f} px (kernel {blur_kernel_size(p)}×{blur_kernel_size(p)})",
-    ),
-    "noise": Baseline(
-        "noise", "Gaussian noise", "factor", gaussian_noise, 0.0, 1.0, True,
-        describe=lambda p: f"noise σ = {100 * p:.1f}%",
-    ),
-    "quantize": Baseline(
-        "quantize", "Colour quantisation", "levels", quantize_colours, 2, 256, False,
-        values=tuple(float(v) for v in range(2, 257)), describe=lambda p: f"{int(p)} values per channel",
-    ),
-    "pixelate": Baseline(
-        "pixelate", "Pixelation", "block", pixelate, 1, 64, True,
-        values=tuple(float(v) for v in range(1, 65)), describe=lambda p: f"{int(p)}×{int(p)} px blocks",
-    ),
-    "downscale": Baseline(
-        "downscale", "Downscaling", "factor", downscale, 1.0, 32.0, True,
-        describe=lambda p: f"1/{p:g} resolution, bilinear back up",
-    ),
-    "greypix": Baseline(
-        "greypix", "Grey pixelation", "block", grey_pixelate, 1, 64, True,
-        values=tuple(float(v) for v in range(1, 65)), describe=lambda p: f"grey, {int(p)}×{int(p)} px blocks",
-    ),
-    # not a classic baseline: the zero-MAC pointwise map the CPU recipe warm-starts the obfuscator on,
+def _whole(low: int, high: int) -> tuple[float, ...]:
+    """Every whole parameter value from `low` to `high`: the grid of a discrete baseline."""
+    return tuple(float(v) for v in range(low, high + 1))
+
+
+BASELINES: dict[str, Baseline] = {b.name: b for b in (
+    Baseline("blur", "Gaussian blur", "sigma", gaussian_blur, 0.0, 16.0, True,
+             describe=lambda p: f"σ = {p:.2f} px (kernel {blur_kernel_size(p)}×{blur_kernel_size(p)})"),
+    Baseline("noise", "Gaussian noise", "factor", gaussian_noise, 0.0, 1.0, True,
+             describe=lambda p: f"noise σ = {100 * p:.1f}%"),
+    Baseline("quantize", "Colour quantisation", "levels", quantize_colours, 2, 256, False, _whole(2, 256),
+             lambda p: f"{int(p)} values per channel"),
+    Baseline("pixelate", "Pixelation", "block", pixelate, 1, 64, True, _whole(1, 64),
+             lambda p: f"{int(p)}×{int(p)} px blocks"),
+    Baseline("downscale", "Downscaling", "factor", downscale, 1.0, 32.0, True,
+             describe=lambda p: f"1/{p:g} resolution, bilinear back up"),
+    Baseline("greypix", "Grey pixelation", "block", grey_pixelate, 1, 64, True, _whole(1, 64),
+             lambda p: f"grey, {int(p)}×{int(p)} px blocks"),
+    # not a classic baseline: the zero-MAC pointwise map the training warm-starts the obfuscator on,
     # so a learned obfuscator can be judged against where its training began
-    "fold": Baseline(
-        "fold", "Intensity folding", "folds", fold, 1, 32, True,
-        values=tuple(float(v) for v in range(1, 33)), describe=lambda p: f"{int(p)} fold{'s' if int(p) > 1 else ''} of each channel",
-    ),
-}
+    Baseline("fold", "Intensity folding", "folds", fold, 1, 32, True, _whole(1, 32),
+             lambda p: f"{int(p)} fold{'s' if int(p) > 1 else ''} of each channel"),
+)}
 
 
 def get_baseline(name: str) -> Baseline:
@@ -237,16 +228,21 @@ def predict_all(detector: Detector, frames: torch.Tensor | Sequence[torch.Tensor
     return out
 
 
-def tune_baseline(
-    method: str | Baseline,
-    frames: torch.Tensor | Sequence[torch.Tensor],
-    detector: Detector,
-    target_ap: float,
-    reference_dets: Sequence[Detections],
-    tol: float = 0.02,
-    max_evals: int = 14,
-    batch_size: int = 8,
-) -> TuneResult:
+def _search_space(base: Baseline, grid: Sequence[float] | None) -> tuple[Callable[[Any], float], Any, Any,
+                                                                         Callable[[Any, Any], Any],
+                                                                         Callable[[Any, Any], bool]]:
+    """How tune_baseline bisects: (value of a position, weak end, strong end, midpoint, nothing left between).
+
+    A discrete baseline is bisected over indices of its weak-to-strong grid, a continuous one over the parameter.
+    """
+    if grid is not None:
+        return (lambda i: grid[i]), 0, len(grid) - 1, (lambda a, b: (a + b) // 2), (lambda a, b: b - a <= 1)
+    return (lambda x: x), base.weakest(), base.strongest(), (lambda a, b: 0.5 * (a + b)), (lambda a, b: False)
+
+
+def tune_baseline(method: str | Baseline, frames: torch.Tensor | Sequence[torch.Tensor], detector: Detector,
+                  target_ap: float, reference_dets: Sequence[Detections], tol: float = 0.02, max_evals: int = 14,
+                  batch_size: int = 8) -> TuneResult:
     """Bisect the baseline's parameter until person AP50 (vs `reference_dets`) is within `tol` of `target_ap`.
 
     AP falls as obfuscation strength grows, so the search keeps a weak end (AP above target) and a
@@ -272,49 +268,30 @@ def tune_baseline(
             history.append((p, cache[p]["ap50"]))
         return cache[p]
 
+    def gap(p: float) -> float:
+        return abs(evaluate(p)["ap50"] - target_ap)
+
     def result(p: float) -> TuneResult:
         r = evaluate(p)
-        return TuneResult(base.name, float(p), r["ap50"], r["ap"], float(target_ap),
-                          abs(r["ap50"] - target_ap) <= tol, history)
+        return TuneResult(base.name, float(p), r["ap50"], r["ap"], float(target_ap), gap(p) <= tol, history)
 
     grid = base.strength_grid()
-    if grid is not None:
-        lo, hi = 0, len(grid) - 1  # indices: weak end, strong end
-        value = lambda i: grid[i]  # noqa: E731
-    else:
-        lo_f, hi_f = base.weakest(), base.strongest()
-    weak = evaluate(grid[0] if grid is not None else lo_f)
-    if weak["ap50"] <= target_ap + tol:
-        return result(grid[0] if grid is not None else lo_f)  # even the weakest setting is at or below target
-    strong = evaluate(grid[-1] if grid is not None else hi_f)
-    if strong["ap50"] >= target_ap - tol:
-        return result(grid[-1] if grid is not None else hi_f)  # cannot obfuscate enough to go lower
-    best = grid[0] if grid is not None else lo_f
+    value, lo, hi, middle, narrowest = _search_space(base, grid)
+    if evaluate(value(lo))["ap50"] <= target_ap + tol:
+        return result(value(lo))  # even the weakest setting is at or below target
+    if evaluate(value(hi))["ap50"] >= target_ap - tol:
+        return result(value(hi))  # cannot obfuscate enough to go lower
+    best = value(lo)
     for _ in range(max(0, max_evals - 2)):
-        if grid is not None:
-            if hi - lo <= 1:
-                break
-            mid_i = (lo + hi) // 2
-            p = value(mid_i)
-        else:
-            p = 0.5 * (lo_f + hi_f)
-        ap50 = evaluate(p)["ap50"]
-        if abs(ap50 - target_ap) < abs(evaluate(best)["ap50"] - target_ap):
-            best = p
-        if abs(ap50 - target_ap) <= tol:
+        if narrowest(lo, hi):
+            break
+        mid = middle(lo, hi)
+        p = value(mid)
+        best = p if gap(p) < gap(best) else best
+        if gap(p) <= tol:
             return result(p)
-        if ap50 > target_ap:  # still too weak: move the weak end up
-            if grid is not None:
-                lo = mid_i
-            else:
-                lo_f = p
-        else:
-            if grid is not None:
-                hi = mid_i
-            else:
-                hi_f = p
-    if grid is not None:
-        for i in (lo, hi):
-            if abs(evaluate(value(i))["ap50"] - target_ap) < abs(evaluate(best)["ap50"] - target_ap):
-                best = value(i)
+        lo, hi = (mid, hi) if evaluate(p)["ap50"] > target_ap else (lo, mid)  # too weak: move the weak end up
+    # a discrete search's last bracket ends, already evaluated, may be closer than any midpoint
+    for p in (value(lo), value(hi)) if grid is not None else ():
+        best = p if gap(p) < gap(best) else best
     return result(best)
