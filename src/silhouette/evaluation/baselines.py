@@ -147,23 +147,32 @@ def _whole(low: int, high: int) -> tuple[float, ...]:
     return tuple(float(v) for v in range(low, high + 1))
 
 
+def _blur_text(sigma: float) -> str:
+    """How a blur setting reads in tables."""
+    return f"σ = {sigma:.2f} px (kernel {blur_kernel_size(sigma)}×{blur_kernel_size(sigma)})"
+
+
+def _levels_text(levels: float) -> str:
+    """How a quantisation setting reads in tables."""
+    return f"{int(levels)} values per channel"
+
+
+def _folds_text(folds: float) -> str:
+    """How a fold setting reads in tables."""
+    return f"{int(folds)} fold{'s' if int(folds) > 1 else ''} of each channel"
+
+
+# name, label, parameter, function, range, stronger when larger, discrete grid, how a parameter value reads
 BASELINES: dict[str, Baseline] = {b.name: b for b in (
-    Baseline("blur", "Gaussian blur", "sigma", gaussian_blur, 0.0, 16.0, True,
-             describe=lambda p: f"σ = {p:.2f} px (kernel {blur_kernel_size(p)}×{blur_kernel_size(p)})"),
-    Baseline("noise", "Gaussian noise", "factor", gaussian_noise, 0.0, 1.0, True,
-             describe=lambda p: f"noise σ = {100 * p:.1f}%"),
-    Baseline("quantize", "Colour quantisation", "levels", quantize_colours, 2, 256, False, _whole(2, 256),
-             lambda p: f"{int(p)} values per channel"),
-    Baseline("pixelate", "Pixelation", "block", pixelate, 1, 64, True, _whole(1, 64),
-             lambda p: f"{int(p)}×{int(p)} px blocks"),
-    Baseline("downscale", "Downscaling", "factor", downscale, 1.0, 32.0, True,
-             describe=lambda p: f"1/{p:g} resolution, bilinear back up"),
-    Baseline("greypix", "Grey pixelation", "block", grey_pixelate, 1, 64, True, _whole(1, 64),
-             lambda p: f"grey, {int(p)}×{int(p)} px blocks"),
-    # not a classic baseline: the zero-MAC pointwise map the training warm-starts the obfuscator on,
-    # so a learned obfuscator can be judged against where its training began
-    Baseline("fold", "Intensity folding", "folds", fold, 1, 32, True, _whole(1, 32),
-             lambda p: f"{int(p)} fold{'s' if int(p) > 1 else ''} of each channel"),
+    Baseline("blur", "Gaussian blur", "sigma", gaussian_blur, 0.0, 16.0, True, None, _blur_text),
+    Baseline("noise", "Gaussian noise", "factor", gaussian_noise, 0.0, 1.0, True, None, lambda p: f"noise σ = {100 * p:.1f}%"),
+    Baseline("quantize", "Colour quantisation", "levels", quantize_colours, 2, 256, False, _whole(2, 256), _levels_text),
+    Baseline("pixelate", "Pixelation", "block", pixelate, 1, 64, True, _whole(1, 64), lambda p: f"{int(p)}×{int(p)} px blocks"),
+    Baseline("downscale", "Downscaling", "factor", downscale, 1.0, 32.0, True, None, lambda p: f"1/{p:g} resolution, bilinear back up"),
+    Baseline("greypix", "Grey pixelation", "block", grey_pixelate, 1, 64, True, _whole(1, 64), lambda p: f"grey, {int(p)}×{int(p)} px blocks"),
+    # not a classic baseline: the zero-MAC pointwise map the training warm-starts the obfuscator on, so a learned
+    # obfuscator can be judged against where its training began
+    Baseline("fold", "Intensity folding", "folds", fold, 1, 32, True, _whole(1, 32), _folds_text),
 )}
 
 
