@@ -4,52 +4,38 @@ from __future__ import annotations
 
 import argparse
 
-from silhouette.cli import positive_int
+from silhouette.cli import non_negative_int, positive_int
 from silhouette.errors import SilhouetteError
 from silhouette.serve.backends import add_backend_arguments
 from silhouette.serve.config import DEFAULT_DB_FILE, DEFAULT_KEEP_DAYS
 from silhouette.wire import DEFAULT_API_KEY_ENV
 
-# options of `serve` whose default lives in ServiceConfig (validated there, one-line errors); None = not given
-SERVE_LIMITS = (
-    "max_pixels", "max_request_pixels", "max_decoded_pixels", "max_concurrency", "max_connections",
-    "header_timeout", "body_timeout", "keep_alive", "idempotency_cache",
+# the service's hardening limits: request and memory budgets, socket timeouts and caps, idempotency cache
+LIMIT_OPTIONS = (
+    ("--max-request-pixels", int, "N", "pixels all images of one request may declare together, checked from their "
+     "headers before decoding; more -> 413 (default 4 x --max-pixels = 67108864)"),
+    ("--max-decoded-pixels", int, "N", "decoded pixels a worker holds at once over all requests; images wait their turn "
+     "beyond it (default --max-pixels: one largest image at a time, ~0.7 GB with YOLOX-Nano at 4096x4096)"),
+    ("--max-concurrency", int, "N", "/v1 requests in progress per worker; more are answered 503 + Retry-After (default 32)"),
+    ("--max-connections", int, "N", "open client connections per worker; at the cap the longest-idle one is closed, or a "
+     "new one refused when all are busy (default 1000, lowered to fit ulimit -n)"),
+    ("--header-timeout", float, "S", "seconds a client has to send the request line and headers, however slowly they "
+     "trickle (default 10)"),
+    ("--body-timeout", float, "S", "seconds a client has to send the whole body once the headers are in (default 30)"),
+    ("--keep-alive", float, "S", "seconds an idle keep-alive connection stays open between requests (default 5)"),
+    ("--idempotency-cache", int, "N", "recent (camera_id, Idempotency-Key) answers kept per worker, so a retried frame "
+     "is counted once (default 10000)"),
 )
 
 
+# options of `serve` whose default lives in ServiceConfig (validated there, one-line errors); None = not given
+SERVE_LIMITS = ("max_pixels", *(flag[2:].replace("-", "_") for flag, *_ in LIMIT_OPTIONS))
+
+
 def _add_limits(p: argparse.ArgumentParser) -> None:
-    """The service's hardening limits: request and memory budgets, socket timeouts and caps, idempotency cache."""
-    p.add_argument(
-        "--max-request-pixels", type=int, metavar="N",
-        help="pixels all images of one request may declare together, checked from their headers before decoding; more -> 413 (default 4 x --max-pixels = 67108864)",
-    )
-    p.add_argument(
-        "--max-decoded-pixels", type=int, metavar="N",
-        help="decoded pixels a worker holds at once over all requests; images wait their turn beyond it (default --max-pixels: one largest image at a time, ~0.7 GB with YOLOX-Nano at 4096x4096)",
-    )
-    p.add_argument("--max-concurrency", type=int, metavar="N", help="/v1 requests in progress per worker; more are answered 503 + Retry-After (default 32)")
-    p.add_argument(
-        "--max-connections", type=int, metavar="N",
-        help="open client connections per worker; at the cap the longest-idle one is closed, or a new one refused when all are busy (default 1000, lowered to fit ulimit -n)",
-    )
-    p.add_argument("--header-timeout", type=float, metavar="S", help="seconds a client has to send the request line and headers, however slowly they trickle (default 10)")
-    p.add_argument("--body-timeout", type=float, metavar="S", help="seconds a client has to send the whole body once the headers are in (default 30)")
-    p.add_argument("--keep-alive", type=float, metavar="S", help="seconds an idle keep-alive connection stays open between requests (default 5)")
-    p.add_argument(
-        "--idempotency-cache", type=int, metavar="N",
-        help="recent (camera_id, Idempotency-Key) answers kept per worker, so a retried frame is counted once (default 10000)",
-    )
-
-
-def _non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    """Add the limit options (no argparse defaults: ServiceConfig's apply when one is not given)."""
+    for flag, kind, metavar, text in LIMIT_OPTIONS:
+        p.add_argument(flag, type=kind, metavar=metavar, help=text)
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
@@ -62,7 +48,7 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
              f"a SQLite file in the working directory; the URL in use is printed at start-up)",
     )
     p.add_argument(
-        "--keep-days", type=_non_negative_int, default=DEFAULT_KEEP_DAYS, metavar="N",
+        "--keep-days", type=non_negative_int, default=DEFAULT_KEEP_DAYS, metavar="N",
         help=f"delete stored detections older than N days, at start-up and hourly; 0 keeps them forever (default {DEFAULT_KEEP_DAYS})",
     )
 
