@@ -163,10 +163,11 @@ def _side_by_side(path: Path, panels: list[tuple[str, torch.Tensor, object]]) ->
     from matplotlib.patches import Rectangle
 
     from silhouette.fileio import atomic_path
+    from silhouette.imaging import tensor_to_rgb
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3), squeeze=False)
     for ax, (title, img, found) in zip(axes[0], panels):
-        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+        ax.imshow(tensor_to_rgb(img))
         for b in found.boxes.tolist():
             ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color="lime", lw=1))
         ax.set_title(f"{title}: {len(found)} persons", fontsize=8)

@@ -119,9 +119,10 @@ class MTCNNFaceDetector:
 
     def detect(self, image: torch.Tensor) -> np.ndarray:
         """Face boxes with MTCNN probability >= min_prob."""
-        arr = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        from silhouette.imaging import tensor_to_rgb
+
         with torch.no_grad():
-            boxes, probs = self.model.detect(np.ascontiguousarray(arr))
+            boxes, probs = self.model.detect(tensor_to_rgb(image))  # MTCNN takes HxWx3 uint8 RGB
         if boxes is None:
             return np.zeros((0, 4), dtype=np.float32)
         keep = np.asarray(probs, dtype=float) >= self.min_prob
@@ -219,10 +220,8 @@ def face_exposure(
 def load_face_clips(clips: Sequence[str] = FACE_CLIPS, every: int = 1, size: tuple[int, int] | None = None,
                     folder: Path | None = None) -> dict[str, list[torch.Tensor]]:
     """Frames of the Intel face clips as float RGB tensors, at native size unless `size` (W, H) is given."""
-    import cv2
-
     from silhouette.data.sources import iter_frames
-    from silhouette.imaging import bgr_to_tensor
+    from silhouette.imaging import bgr_to_tensor, resize_frame
     from silhouette.paths import data_dir
 
     folder = folder or data_dir() / "intel"
@@ -233,7 +232,7 @@ def load_face_clips(clips: Sequence[str] = FACE_CLIPS, every: int = 1, size: tup
             raise SilhouetteError(f"{path}: face clip not found (needed by the face attack)")
         frames = []
         for fr in iter_frames(str(path), every=every):
-            img = fr.image if size is None else cv2.resize(fr.image, size, interpolation=cv2.INTER_AREA)
+            img = fr.image if size is None else resize_frame(fr.image, size)
             frames.append(bgr_to_tensor(img))
         out[clip] = frames
     return out
