@@ -60,6 +60,19 @@ def test_write_csv_quotes_and_reads_back(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
+@pytest.mark.parametrize("package", ["silhouette", "silhouette.data", "silhouette.detectors", "silhouette.models",
+                                     "silhouette.training"])
+def test_every_lazy_export_resolves(package: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(package)
+    assert mod.__all__ and set(mod.__all__) <= set(dir(mod))
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        getattr(mod, "nope")
+
+
 def test_image_roundtrip_on_real_frame(tmp_path: Path) -> None:
     src = shared_dir() / "weights" / "testdata" / "pets2009_s2l1_v1_f0000_320x200.png"
     img = read_image(src)

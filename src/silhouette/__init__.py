@@ -12,13 +12,9 @@ from silhouette.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "load_obfuscator": "models.checkpoint",
-    "create_detector": "detectors.registry",
-    "Detections": "detectors.base",
-    "read_image": "imaging",
-    "write_image": "imaging",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
+    "models.checkpoint": "load_obfuscator",
+    "detectors.registry": "create_detector",
+    "detectors.base": "Detections",
+    "imaging": "read_image write_image",
+})

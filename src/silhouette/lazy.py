@@ -6,8 +6,11 @@ import importlib
 from typing import Any, Callable
 
 
-def lazy_exports(package: str, exports: dict[str, str], namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """`__getattr__` and `__dir__` for `package`, whose name N lives in submodule `exports[N]`; resolved names are cached."""
+def lazy_exports(package: str, namespace: dict[str, Any],
+                 modules: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """`__getattr__`, `__dir__` and `__all__` of `package`, which exports the space-separated names `modules[m]` of
+    each submodule m; a name is imported on first use, then cached in `namespace`."""
+    exports = {name: module for module, names in modules.items() for name in names.split()}
 
     def getattr_(name: str) -> Any:
         if name in exports:
@@ -19,4 +22,4 @@ def lazy_exports(package: str, exports: dict[str, str], namespace: dict[str, Any
     def dir_() -> list[str]:
         return sorted(set(namespace) | set(exports))
 
-    return getattr_, dir_
+    return getattr_, dir_, sorted(exports)

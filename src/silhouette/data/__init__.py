@@ -7,28 +7,10 @@ from __future__ import annotations
 
 from silhouette.lazy import lazy_exports
 
-_EXPORTS = {
-    "Frame": "sources",
-    "iter_frames": "sources",
-    "open_source": "sources",
-    "count_frames": "sources",
-    "resize_frame": "sources",
-    "parse_size": "sources",
-    "DATASETS": "datasets",
-    "prepare_dataset": "datasets",
-    "create_dataset": "datasets",
-    "dataset_names": "datasets",
-    "split_by_time": "datasets",
-    "split_by_camera": "datasets",
-    "load_manifest": "manifest",
-    "select_records": "manifest",
-    "FrameDataset": "torch_dataset",
-    "collate_frames": "torch_dataset",
-    "build_pseudo_labels": "labels",
-    "load_pseudo_labels": "labels",
-    "ensure_pseudo_labels": "labels",
-    "labels_path": "labels",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
+    "sources": "Frame iter_frames open_source count_frames resize_frame parse_size",
+    "datasets": "DATASETS prepare_dataset create_dataset dataset_names split_by_time split_by_camera",
+    "manifest": "load_manifest select_records",
+    "torch_dataset": "FrameDataset collate_frames",
+    "labels": "build_pseudo_labels load_pseudo_labels ensure_pseudo_labels labels_path",
+})

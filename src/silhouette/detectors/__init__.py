@@ -7,16 +7,7 @@ from __future__ import annotations
 
 from silhouette.lazy import lazy_exports
 
-_EXPORTS = {
-    "PERSON": "base",
-    "Candidates": "base",
-    "Detections": "base",
-    "Detector": "base",
-    "DetectorInfo": "base",
-    "DETECTORS": "registry",
-    "create_detector": "registry",
-    "detector_names": "registry",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
+    "base": "PERSON Candidates Detections Detector DetectorInfo",
+    "registry": "DETECTORS create_detector detector_names",
+})

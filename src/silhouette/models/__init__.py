@@ -7,20 +7,8 @@ from __future__ import annotations
 
 from silhouette.lazy import lazy_exports
 
-_EXPORTS = {
-    "MODELS": "autoencoder",
-    "MobileAutoencoder": "autoencoder",
-    "build_deobfuscator": "autoencoder",
-    "build_model": "autoencoder",
-    "build_obfuscator": "autoencoder",
-    "export_checkpoint": "checkpoint",
-    "load_deobfuscator": "checkpoint",
-    "load_obfuscator": "checkpoint",
-    "read_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "count_macs": "cost",
-    "count_params": "cost",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
+    "autoencoder": "MODELS MobileAutoencoder build_deobfuscator build_model build_obfuscator",
+    "checkpoint": "export_checkpoint load_deobfuscator load_obfuscator read_checkpoint save_checkpoint",
+    "cost": "count_macs count_params",
+})

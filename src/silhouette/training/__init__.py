@@ -7,16 +7,8 @@ from __future__ import annotations
 
 from silhouette.lazy import lazy_exports
 
-_EXPORTS = {
-    "Config": "config",
-    "config_from_dict": "config",
-    "load_config": "config",
-    "AdversarialEngine": "engine",
-    "TrainingDiverged": "engine",
-    "Trainer": "trainer",
-    "evaluate": "trainer",
-    "train": "trainer",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
+    "config": "Config config_from_dict load_config",
+    "engine": "AdversarialEngine TrainingDiverged",
+    "trainer": "Trainer evaluate train",
+})
