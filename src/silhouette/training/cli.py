@@ -14,12 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "writes last.pt/best.pt, metrics.csv and TensorBoard logs to --out. "
         "Multi-GPU: torchrun --nproc_per_node N -m silhouette train ...",
     )
-    p.add_argument("--config", required=True, help="YAML config, e.g. configs/cpu.yaml")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_run_options(p, "YAML config, e.g. configs/cpu.yaml", "run folder (default: runs/<config name>)")
     p.set_defaults(func=_train)
 
     f = sub.add_parser(
@@ -29,14 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "crops, epochs and learning rate, trained on that baseline's frames. Writes detector.onnx and pair.json "
         "(evaluate it with `silhouette evaluate --pair DIR/pair.json`); each epoch is saved, --resume continues.",
     )
-    f.add_argument("--config", required=True, help="YAML config whose data/detector/train budget to use, e.g. configs/private.yaml")
+    _add_run_options(f, "YAML config whose data/detector/train budget to use, e.g. configs/private.yaml", "run folder",
+                     out_required=True)
     f.add_argument("--baseline", required=True, metavar="METHOD:PARAM", help="e.g. pixelate:4, greypix:4, blur:3, downscale:8, quantize:4")
-    f.add_argument("--out", required=True, help="run folder")
-    f.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
-    f.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     f.set_defaults(func=_finetune)
+
+
+def _add_run_options(p: argparse.ArgumentParser, config_help: str, out_help: str, out_required: bool = False) -> None:
+    """The options of a training run: its config and overrides, its folder, resuming it, progress bars."""
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--out", required=out_required, help=out_help)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def _train(args: argparse.Namespace) -> int:
