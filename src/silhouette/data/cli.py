@@ -55,15 +55,15 @@ def register(subparsers: Any) -> None:
                         "(default: warn and keep the frames decoded)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_prepare)
+    _register_label(subparsers)
 
+
+def _register_label(subparsers: Any) -> None:
+    """Add the `label` command."""
     q = subparsers.add_parser(
-        "label",
-        help="cache a detector's person boxes on the clean frames (pseudo-labels for training/evaluation)",
-        description=(
-            "Run a detector over a prepared dataset and write DATASET_DIR/labels/<detector>_<threshold>.json (COCO). "
-            "Up-to-date labels are reused; stale ones (frames changed) are rebuilt."
-        ),
-    )
+        "label", help="cache a detector's person boxes on the clean frames (pseudo-labels for training/evaluation)",
+        description="Run a detector over a prepared dataset and write DATASET_DIR/labels/<detector>_<threshold>.json "
+                    "(COCO). Up-to-date labels are reused; stale ones (frames changed) are rebuilt.")
     q.add_argument("dataset_dir", metavar="DATASET_DIR", help="folder made by `silhouette prepare`")
     q.add_argument("--detector", required=True, help="detector name or ensemble spec, e.g. yolox_nano or 'yolox_nano+nanodet_m'")
     q.add_argument("--threshold", type=float, default=0.3, help="keep person detections with score >= this (default: 0.3)")

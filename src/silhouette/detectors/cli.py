@@ -18,13 +18,10 @@ COLUMNS = [
 def register(subparsers: Any) -> None:
     """Add the `detectors` command."""
     p = subparsers.add_parser(
-        "detectors",
-        help="list the registered detectors: family, input size, source, licence, weights present",
-        description=(
-            "List every detector usable with --detector (ensembles: 'a+b*0.5'). ONNX zoo weights are read from the "
-            "shared weights folder ($SILHOUETTE_SHARED/weights); torchvision weights from torchvision's cache ($TORCH_HOME)."
-        ),
-    )
+        "detectors", help="list the registered detectors: family, input size, source, licence, weights present",
+        description="List every detector usable with --detector (ensembles: 'a+b*0.5'). ONNX zoo weights are read "
+                    "from the shared weights folder ($SILHOUETTE_SHARED/weights); torchvision weights from "
+                    "torchvision's cache ($TORCH_HOME).")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects instead of a table")
     p.set_defaults(func=cmd_detectors)
 
