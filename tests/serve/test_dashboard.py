@@ -67,6 +67,8 @@ def test_page_without_session_redirects_to_login_form() -> None:
     form = client.get("/login")
     assert form.status_code == 200 and '<form method="post" action="login">' in form.text
     assert 'type="password"' in form.text and "default-src 'none'" in form.headers["content-security-policy"]
+    assert form.text.startswith("<!doctype html>") and "<title>silhouette · log in</title>" in form.text
+    assert '<meta name="referrer" content="no-referrer">' in form.text and "{{" not in form.text
 
 
 def test_ui_json_needs_a_session() -> None:
@@ -97,6 +99,7 @@ def test_right_key_sets_a_signed_http_only_strict_cookie_without_the_key() -> No
     assert API_KEY not in cookie
     page = client.get("/")
     assert page.status_code == 200 and "obfuscated" in page.text and 'action="logout"' in page.text
+    assert page.text.startswith("<!doctype html>") and 'href="static/dashboard.css"' in page.text and "{{" not in page.text
     assert client.get("/ui/cameras").json()["cameras"] == []
     assert client.get("/login").status_code == 303  # already logged in: straight to the page
 

@@ -323,7 +323,8 @@ def dashboard_router(
         limiter=_LoginLimiter(*login_limit),
     )
     router = APIRouter(include_in_schema=False)
-    templates = {name: _read_static(name) for name in ("index.html", "login.html")}
+    head = _read_static("head.html")  # the <head> lines both pages share; each adds its title
+    templates = {name: _read_static(name).replace("{{head}}\n", head) for name in ("index.html", "login.html")}
     _add_page_routes(router, auth, templates)
     _add_login_routes(router, auth, templates["login.html"])
     _add_ui_routes(router, auth, source)
