@@ -32,9 +32,9 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "experiments" / "dis
 
 def _frames(roots: list[tuple[Path, int]], split: str) -> torch.Tensor:
     """uint8 frames of `split` from each (prepared dataset, stride), stacked (all datasets share 320x200)."""
-    from silhouette.training.trainer import load_frames
+    from silhouette.training.frames import load_frame_set
 
-    return torch.cat([load_frames(root, split, stride).images for root, stride in roots])
+    return torch.cat([load_frame_set(root, split, stride).images for root, stride in roots])
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from silhouette.edge.runtime import OnnxRunner
     from silhouette.fileio import write_json
     from silhouette.models import build_obfuscator, count_macs, count_params, load_obfuscator, save_checkpoint
-    from silhouette.training.trainer import _crop_and_flip
+    from silhouette.training.augment import crop_and_flip
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the shipped obfuscator)")
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * frac))
         idx = torch.randint(0, len(train), (args.batch,), generator=gen).tolist()
-        x = _crop_and_flip(train[idx].float().div(255.0), [160, 256], True, gen)
+        x = crop_and_flip(train[idx].float().div(255.0), [160, 256], True, gen)
         target = torch.from_numpy(teacher(x.numpy()))
         loss = torch.nn.functional.mse_loss(student(x), target)
         opt.zero_grad(set_to_none=True)

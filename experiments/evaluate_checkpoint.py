@@ -83,7 +83,8 @@ def main() -> int:
     from silhouette.fileio import write_json
     from silhouette.models import count_macs, count_params, load_obfuscator, read_checkpoint
     from silhouette.models.checkpoint import DEFAULT_CHECKPOINT, build_from_entry
-    from silhouette.training.trainer import load_frames, obfuscate_all, predict_batched
+    from silhouette.training.frames import load_frame_set, predict_batched
+    from silhouette.training.validation import obfuscate_all
 
     ckpt_path = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     ckpt = read_checkpoint(ckpt_path)
@@ -93,7 +94,7 @@ def main() -> int:
     root = Path(args.data)
     if not (root / "manifest.json").is_file():
         prepare_dataset("pets2009", root, progress=False)
-    frames = load_frames(root, args.split)
+    frames = load_frame_set(root, args.split)
     clean = frames.batch(range(len(frames)))
     obf = load_obfuscator(ckpt_path)
     t0 = time.perf_counter()

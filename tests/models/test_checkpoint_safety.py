@@ -146,7 +146,7 @@ def test_rng_state_survives_a_safe_round_trip(tmp_path: Path) -> None:
     import numpy as np
 
     from silhouette.models import build_model
-    from silhouette.training.trainer import rng_state, set_rng_state
+    from silhouette.training.rng import rng_state, set_rng_state
 
     random.seed(3), np.random.seed(3), torch.manual_seed(3)
     model = build_model("obf_w025")

@@ -6,7 +6,7 @@ import torch
 
 from silhouette.edge.export import pets_frames
 from silhouette.imaging import bgr_batch
-from silhouette.training.trainer import _crop_and_flip, photometric_jitter
+from silhouette.training.augment import crop_and_flip, photometric_jitter
 
 
 def _frame() -> torch.Tensor:
@@ -28,7 +28,7 @@ def test_jitter_is_seeded_bounded_and_varied() -> None:
 
 def test_crop_and_flip_without_jitter_keeps_pixels() -> None:
     x = _frame()
-    same = _crop_and_flip(x, [], False, torch.Generator().manual_seed(0), 0.0)
+    same = crop_and_flip(x, [], False, torch.Generator().manual_seed(0), 0.0)
     assert torch.equal(same, x)
-    jittered = _crop_and_flip(x, [96, 160], True, torch.Generator().manual_seed(0), 0.3)
+    jittered = crop_and_flip(x, [96, 160], True, torch.Generator().manual_seed(0), 0.3)
     assert jittered.shape == (1, 3, 96, 160) and not torch.equal(jittered, x[..., :96, :160])

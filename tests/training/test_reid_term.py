@@ -15,7 +15,7 @@ from silhouette.models import build_deobfuscator, build_obfuscator, read_checkpo
 from silhouette.privacy.reid import ReIDNet
 from silhouette.training import train
 from silhouette.training.engine import AdversarialEngine, identity_confusion, person_crops
-from silhouette.training.trainer import _crop_and_flip, move_boxes
+from silhouette.training.augment import crop_and_flip, move_boxes
 
 from .conftest import TEST_DETECTOR
 
@@ -37,7 +37,7 @@ def test_boxes_follow_the_crop_and_the_flip(people_frames) -> None:  # noqa: ANN
     geometry: list[tuple[int, int, bool]] = []
     for seed in range(20):  # until a draw both keeps the first box inside and flips
         geometry.clear()
-        out = _crop_and_flip(x[:1], [160, 200], True, torch.Generator().manual_seed(seed), 0.0, geometry)
+        out = crop_and_flip(x[:1], [160, 200], True, torch.Generator().manual_seed(seed), 0.0, geometry)
         top, left, flipped = geometry[0]
         if flipped and 10 < left <= 100:
             break

@@ -61,7 +61,7 @@ def test_init_from_replaces_the_warm_start_and_can_add_output_levels(tiny_config
 
 
 def test_best_score_with_min_ap50_prefers_the_most_trained_passing_epoch() -> None:
-    from silhouette.training.trainer import best_score
+    from silhouette.training.validation import best_score
 
     plain = [best_score(ap, ssim, 0.45) for ap, ssim in ((0.95, 0.3), (0.80, 0.3), (0.99, 0.6))]
     assert plain[0] > plain[1] > plain[2]  # highest AP50 among SSIM-passing epochs; failing SSIM ranks below
@@ -160,9 +160,10 @@ def test_ddp_two_processes_end_with_identical_weights(tiny_config, tmp_path: Pat
 
 def test_explicit_cuda_device_gets_the_local_rank_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch.cuda.set_device refuses an index-less device: 'cuda' must become cuda:<local rank> (found on an H100)."""
-    from silhouette.training.trainer import resolve_device
+    from silhouette.devices import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("cuda", local_rank=1) == torch.device("cuda:1")
     assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda:0")
     assert resolve_device("cpu") == torch.device("cpu")

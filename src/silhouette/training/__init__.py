@@ -10,5 +10,6 @@ from silhouette.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), {
     "config": "Config config_from_dict load_config",
     "engine": "AdversarialEngine TrainingDiverged",
-    "trainer": "Trainer evaluate train",
+    "trainer": "Trainer train",
+    "validation": "evaluate",
 })

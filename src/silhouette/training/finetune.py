@@ -27,7 +27,8 @@ class Finetuner:
     def __init__(self, cfg: Config, baseline: str, out: str | Path, resume: bool = False, progress: bool = True) -> None:
         from silhouette.detectors import create_detector
         from silhouette.detectors.adapt import trainable_detector
-        from silhouette.training.trainer import load_frames, seed_everything
+        from silhouette.training.frames import load_frame_set
+        from silhouette.training.rng import seed_everything
 
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.transform = BaselineModule(baseline)
@@ -40,8 +41,8 @@ class Finetuner:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
         root, d = Path(cfg.data.root), cfg.data
-        self.train_frames = load_frames(root, d.train_split, d.frame_stride, d.max_train_frames)
-        self.val_frames = load_frames(root, d.val_split, d.val_stride, d.max_val_frames)
+        self.train_frames = load_frame_set(root, d.train_split, d.frame_stride, d.max_train_frames)
+        self.val_frames = load_frame_set(root, d.val_split, d.val_stride, d.max_val_frames)
         self.label_detector = create_detector(cfg.detector.spec)
         self.train_frames.labels, self.val_targets = self._targets(root)
         self.detector = trainable_detector(cfg.detector.spec)
@@ -53,7 +54,7 @@ class Finetuner:
 
     def _targets(self, root: Path) -> tuple[list, list]:
         """Train and val targets: human boxes, or the unmodified detector's boxes on the clean frames."""
-        from silhouette.training.trainer import gt_targets, pseudo_labels
+        from silhouette.training.frames import gt_targets, pseudo_labels
 
         c = self.cfg
         if c.detector.targets == "gt":
@@ -64,12 +65,13 @@ class Finetuner:
 
     def _batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list]:
         """Cropped/flipped clean frames through the baseline, with targets moved along (as the trainer does)."""
-        from silhouette.training.trainer import _crop_and_flip, gt_crop_targets, person_targets
+        from silhouette.training.augment import crop_and_flip
+        from silhouette.training.frames import gt_crop_targets, person_targets
 
         d = self.cfg.data
         x = self.train_frames.batch(idx)
         geometry: list[tuple[int, int, bool]] = []
-        x = _crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry) if (d.crop or d.hflip or d.photometric) else x
+        x = crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry) if (d.crop or d.hflip or d.photometric) else x
         if not geometry:
             targets = [self.train_frames.labels[i] for i in idx]
         elif self.cfg.detector.targets == "gt":
@@ -107,7 +109,7 @@ class Finetuner:
     def _validate(self) -> dict[str, float]:
         """AP50 on the validation frames of the detector as it would be served (exported to ONNX)."""
         from silhouette.detectors import create_detector
-        from silhouette.training.trainer import evaluate
+        from silhouette.training.validation import evaluate
 
         path = self.out / "val.detector.onnx"
         self.detector.export_onnx(path)
@@ -128,7 +130,7 @@ class Finetuner:
 
     def _save(self, path: Path, epoch: int) -> None:
         from silhouette.fileio import atomic_path
-        from silhouette.training.trainer import rng_state
+        from silhouette.training.rng import rng_state
 
         state = {"format": FORMAT, "baseline": self.transform.spec, "detector": self.cfg.detector.spec,
                  "epoch": epoch, "history": self.history, "config": self.cfg.to_dict(), "rng": rng_state(),
@@ -138,7 +140,7 @@ class Finetuner:
 
     def _load(self, path: Path) -> None:
         from silhouette.models.checkpoint import safe_torch_load
-        from silhouette.training.trainer import set_rng_state
+        from silhouette.training.rng import set_rng_state
 
         state = safe_torch_load(path, "fine-tuning checkpoint")
         if not isinstance(state, dict) or state.get("format") != FORMAT:

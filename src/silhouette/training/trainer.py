@@ -1,25 +1,27 @@
-"""The training run: data, pseudo-labels, the epoch loop, validation, logging, checkpoints and resume."""
+"""The training run: set-up, the epoch loop, logging, checkpoints and resume (`Trainer`, `train`)."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import math
-import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from silhouette.detectors.base import Detections, Detector
+from silhouette.devices import resolve_device
 from silhouette.errors import SilhouetteError
+from silhouette.training.augment import crop_and_flip, move_boxes
 from silhouette.training.config import Config, save_config
 from silhouette.training.distributed import barrier, dist_info, sync_buffers, broadcast_object, init_distributed, shutdown, wrap
 from silhouette.training.engine import AdversarialEngine, People, TrainingDiverged, unwrap
+from silhouette.training.frames import gt_crop_targets, gt_targets, load_frame_set, person_targets, pseudo_labels
+from silhouette.training.rng import rng_state, seed_everything, set_rng_state
+from silhouette.training.validation import best_score, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -29,262 +31,13 @@ CSV_FIELDS = [
     "val_ap50", "val_ap", "val_ssim", "val_mse", "val_psnr", "val_nmi", "val_recon_mse", "val_count_threshold", "val_count_mae",
     "train_images", "epoch_s", "images_per_s",
 ]
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> the local CUDA device when present, else CPU; explicit names are checked."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise SilhouetteError(f"train.device: {name!r} is not a device (use auto, cpu or cuda[:N])") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SilhouetteError(f"train.device: {name!r} requested but CUDA is not available; use auto or cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")  # torch.cuda.set_device needs an index
-    return dev
+# the per-batch statistics of AdversarialEngine.train_batch that an epoch averages
+EPOCH_STATS = ("loss_obf", "loss_det", "mse_obf", "loss_deobf", "reid_confusion", "loss_reid", "face_score", "loss_det_cloud")
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of a module's weights."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG state as tensors and plain lists, so a checkpoint loads with weights_only=True."""
-    version, mt, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": [version, list(mt), gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore `rng_state()`."""
-    version, mt, gauss = state["python"]
-    random.setstate((version, tuple(mt), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class FrameSet:
-    """Frames held in memory as uint8 [N,3,H,W] with their files, (full-frame) pseudo-labels and GT persons."""
-
-    images: torch.Tensor
-    files: list[str]
-    labels: list[Detections] = field(default_factory=list)
-    people: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # GT boxes [K,4], identity ids [K]
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def batch(self, idx: Sequence[int]) -> torch.Tensor:
-        """Float [0,1] images for these indices."""
-        return self.images[list(idx)].float().div_(255.0)
-
-
-def load_frames(root: Path, split: str, stride: int = 1, limit: int = 0) -> FrameSet:
-    """Read one split of a prepared dataset, keeping every `stride`-th frame (at most `limit`, 0 = all)."""
-    from silhouette.data.torch_dataset import FrameDataset
-
-    ds = FrameDataset(root, split=split)
-    idx = list(range(0, len(ds), stride))
-    if limit:
-        idx = idx[:limit]
-    if not idx:
-        raise SilhouetteError(f"{root}: split {split!r} has no frames after data.frame_stride={stride}")
-    items = [ds[i] for i in idx]
-    images = torch.stack([(it["image"] * 255.0).round().to(torch.uint8) for it in items])
-    people = [(it["gt_boxes"].float().reshape(-1, 4), it["gt_ids"].long().reshape(-1)) for it in items]
-    return FrameSet(images, [it["file"] for it in items], people=people)
-
-
-def person_targets(dets: Sequence[Detections], threshold: float) -> list[Detections]:
-    """Person boxes at or above the pseudo-label threshold."""
-    return [d.persons(threshold) for d in dets]
-
-
-def predict_batched(detector: Detector, images: torch.Tensor, batch_size: int = 8) -> list[Detections]:
-    """Detector predictions over a float [N,3,H,W] tensor in chunks, moved to the CPU."""
-    out: list[Detections] = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            for d in detector.predict(images[i : i + batch_size]):
-                out.append(Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu()))
-    return out
-
-
-def pseudo_labels(root: Path, frames: FrameSet, spec: str, threshold: float, split: str) -> list[Detections]:
-    """Clean-frame person pseudo-labels: from the dataset's label cache, computed there on first use."""
-    from silhouette.data.labels import ensure_pseudo_labels
-
-    cache = ensure_pseudo_labels(root, spec, threshold, split=split, progress=False)
-    missing = [f for f in frames.files if f not in cache]
-    if missing:
-        raise SilhouetteError(f"pseudo-label cache of {root} lacks {len(missing)} frame(s), e.g. {missing[0]}")
-    return person_targets([cache[f] for f in frames.files], threshold)
-
-
-def gt_targets(frames: FrameSet, root: Path, split: str) -> list[Detections]:
-    """Human person boxes of each frame as detection targets (score 1, person); a clear error for footage without GT."""
-    if not any(len(boxes) for boxes, _ in frames.people):
-        raise SilhouetteError(f"detector.targets: gt needs human person boxes, and split {split!r} of {root} has none; "
-                              "use detector.targets: pseudo")
-    return [Detections.of_people(b.clone()) for b, _ in frames.people]
-
-
-def gt_crop_targets(frames: FrameSet, idx: Sequence[int], geometry: Sequence[tuple[int, int, bool]],
-                    size: Sequence[int]) -> list[Detections]:
-    """Human boxes moved into each crop; a person mostly outside it is no target (nor a negative: it is dropped)."""
-    out = []
-    for k, i in enumerate(idx):
-        moved, keep = move_boxes(frames.people[i][0], *geometry[k], size, min_height=4.0)
-        out.append(Detections.of_people(moved[keep]))
-    return out
-
-
-def _eval_preds(detector: Detector, obfuscated: torch.Tensor, batch_size: int) -> list[Detections]:
-    return predict_batched(detector, obfuscated, batch_size)
-
-
-def obfuscate_all(obf: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 8) -> torch.Tensor:
-    """Run the obfuscator (eval mode) over float [N,3,H,W] frames; returns CPU float tensors."""
-    obf = unwrap(obf)
-    was = obf.training
-    obf.eval()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            outs.append(obf(images[i : i + batch_size].to(device)).float().cpu())
-    obf.train(was)
-    return torch.cat(outs)
-
-
-def evaluate(
-    obf: nn.Module,
-    detector: Detector,
-    frames: FrameSet,
-    targets: list[Detections],
-    device: torch.device,
-    batch_size: int = 8,
-    ssim_frames: int = 0,
-    deobf: nn.Module | None = None,
-) -> dict[str, float]:
-    """Person AP of the detector on obfuscated frames vs clean-frame pseudo-labels, plus SSIM/MSE/PSNR/NMI."""
-    from silhouette.evaluation.metrics import count_error, mean_similarity, person_ap
-
-    clean = frames.batch(range(len(frames)))
-    obfuscated = obfuscate_all(obf, clean, device, batch_size)
-    preds = _eval_preds(detector, obfuscated, batch_size)
-    ap = person_ap(preds, targets)
-    from silhouette.evaluation.metrics import count_threshold
-
-    # the threshold this detector counts at best on these frames (a co-trained pair ships it, see Trainer._save)
-    thr = count_threshold(preds, targets)
-    n = len(frames) if ssim_frames <= 0 else min(ssim_frames, len(frames))
-    pick = np.linspace(0, len(frames) - 1, n).round().astype(int).tolist() if n else []
-    sim = mean_similarity([clean[i] for i in pick], [obfuscated[i] for i in pick])
-    out = {"ap50": ap["ap50"], "ap": ap["ap"], "count_threshold": thr,
-           "count_mae": count_error(preds, targets, min_score=thr)["mae"], **sim}
-    if deobf is not None:
-        rec = obfuscate_all(deobf, obfuscated, device, batch_size)
-        out["recon_mse"] = float(torch.mean((rec - clean) ** 2))
-    return out
-
-
-def best_score(ap50: float, ssim: float, ssim_target: float, epoch: int = 0, min_ap50: float | None = None) -> float:
-    """Model selection: AP50 when SSIM meets the target, else AP50 - SSIM - 1 (always below any passing epoch).
-
-    With `min_ap50`, an epoch that meets it and the SSIM target scores 2 + epoch: above every other epoch, later ones
-    higher.
-    """
-    if min_ap50 is not None and ap50 >= min_ap50 and ssim <= ssim_target:
-        return 2.0 + epoch
-    return ap50 if ssim <= ssim_target else ap50 - ssim - 1.0
-
-
-def _crop_and_flip(
-    x: torch.Tensor, crop: Sequence[int], hflip: bool, gen: torch.Generator, photometric: float = 0.0,
-    geometry: list[tuple[int, int, bool]] | None = None,
-) -> torch.Tensor:
-    """Random crops [H,W], flips and photometric jitter drawn from `gen`; the same draws in every run with the same seed.
-
-    `geometry`, when given, receives (top, left, flipped) per image, to move boxes along (see `move_boxes`).
-    """
-    b, _, h, w = x.shape
-    outs = []
-    for i in range(b):
-        img = x[i]
-        top = left = 0
-        if crop:
-            ch, cw = min(crop[0], h), min(crop[1], w)
-            top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
-            left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-            img = img[:, top : top + ch, left : left + cw]
-        flipped = hflip and bool(torch.rand(1, generator=gen) < 0.5)
-        if flipped:
-            img = img.flip(-1)
-        if geometry is not None:
-            geometry.append((top, left, flipped))
-        if photometric > 0:
-            img = photometric_jitter(img, photometric, gen)
-        outs.append(img)
-    return torch.stack(outs)
-
-
-def move_boxes(boxes: torch.Tensor, top: int, left: int, flipped: bool, size: Sequence[int],
-               min_visible: float = 0.5, min_height: float = 16.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boxes [K,4] (xyxy) after a crop at (top, left) of `size` [H,W] and an optional flip, clipped to the crop.
-
-    Also returns a keep mask: at least `min_visible` of the box inside the crop and `min_height` pixels tall (the
-    re-ID attack's minimum), so a sliver at the crop edge is not taken for a person.
-    """
-    h, w = size
-    b = boxes - torch.tensor([left, top, left, top], dtype=boxes.dtype)
-    clipped = torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w), b[:, 3].clamp(0, h)], dim=1)
-    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    seen = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-    keep = (seen >= min_visible * area) & (area > 0) & ((clipped[:, 3] - clipped[:, 1]) >= min_height)
-    if flipped:
-        clipped = torch.stack([w - clipped[:, 2], clipped[:, 1], w - clipped[:, 0], clipped[:, 3]], dim=1)
-    return clipped, keep
-
-
-def photometric_jitter(img: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
-    """Random gamma, contrast, brightness and per-channel gain of a [3,H,W] image in [0,1], clamped to [0,1].
-
-    One camera's footage covers a narrow band of light and colour; without this the obfuscator learns a mapping
-    that only works inside that band (a PETS-trained one then loses most people in bright indoor scenes).
-    """
-    u = (torch.rand(6, generator=gen) * 2 - 1) * strength  # six draws in [-s, s]
-    gamma, contrast, gain = float(torch.exp(u[0])), 1.0 + float(u[1]), 1.0 + float(u[2])
-    channel = (1.0 + u[3:] / 2).view(3, 1, 1).to(img)
-    out = img.clamp(0, 1) ** gamma
-    mean = out.mean()
-    return (((out - mean) * contrast + mean) * gain * channel).clamp(0, 1)
-
-
-def _flip_targets(d: Detections, width: int) -> Detections:
-    b = d.boxes.clone()
-    b[:, [0, 2]] = width - d.boxes[:, [2, 0]]
-    return Detections(b, d.scores, d.labels)
 
 
 class Trainer:
@@ -296,12 +49,27 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------------------------------
 
     def _setup(self) -> None:
+        """Everything a run needs before its first step, in the order the steps depend on each other."""
+        self._setup_runtime()
+        self._check_out_dir()
+        self._setup_data()
+        self._setup_models()
+        if self.cfg.model.init_from:
+            self._init_from(self.cfg.model.init_from, self.obf_raw, self.deobf_raw)
+        if self.resume:
+            self._load_state(self.out / "last.pt", self.obf_raw, self.deobf_raw)
+        self._setup_engine()
+        if self.dist.is_main:
+            self._record_run()
+
+    def _setup_runtime(self) -> None:
+        """Threads, device, the process group and the seed."""
         cfg = self.cfg
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # one COCO summary per epoch is noise
         info0 = dist_info()
-        self.device = resolve_device(cfg.train.device, info0.local_rank)
+        self.device = resolve_device(cfg.train.device, info0.local_rank, option="train.device")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.dist = init_distributed(self.device)
@@ -309,6 +77,9 @@ class Trainer:
             # the co-trained detector's gradients are not all-reduced: one process keeps the pair consistent
             raise SilhouetteError("mode: private trains on one process; run it without torchrun")
         seed_everything(cfg.seed)
+
+    def _check_out_dir(self) -> None:
+        """A fresh run needs an unused --out; --resume needs the run's last.pt."""
         self.out.mkdir(parents=True, exist_ok=True)
         last = self.out / "last.pt"
         if self.dist.is_main and not self.resume and last.exists():
@@ -316,9 +87,11 @@ class Trainer:
         if self.resume and not last.exists():
             raise SilhouetteError(f"--resume: {last} not found; start the run without --resume")
 
+    def _setup_data(self) -> None:
+        """The prepared dataset (prepared here on first use), the detectors, the frames and their targets."""
         from silhouette.data import load_manifest  # noqa: F401  (fails early if the data package is broken)
-        from silhouette.detectors import create_detector
 
+        cfg = self.cfg
         root = Path(cfg.data.root)
         if self.dist.is_main and not (root / "manifest.json").is_file():
             from silhouette.data import prepare_dataset
@@ -326,6 +99,23 @@ class Trainer:
             prepare_dataset(cfg.data.dataset, root, progress=self.progress)
         barrier()
         self.root = root
+        self._setup_detectors()
+        self.train_frames = load_frame_set(root, cfg.data.train_split, cfg.data.frame_stride, cfg.data.max_train_frames)
+        self.val_frames = load_frame_set(root, cfg.data.val_split, cfg.data.val_stride, cfg.data.max_val_frames)
+        if self.dist.is_main:
+            self._load_targets()  # rank 0 fills the label cache; the others read it after the barrier
+        barrier()
+        if not self.dist.is_main:
+            self._load_targets()
+        if cfg.detector.targets == "gt":
+            self.train_frames.labels = gt_targets(self.train_frames, root, cfg.data.train_split)
+            self.val_targets = gt_targets(self.val_frames, root, cfg.data.val_split)
+
+    def _setup_detectors(self) -> None:
+        """The training detector, the one that labels crops, and the validation detector."""
+        from silhouette.detectors import create_detector
+
+        cfg = self.cfg
         # the differentiable detector runs beside the networks (on the GPU when training there); the AP detector
         # below keeps its exact onnxruntime path on the CPU
         self.detector = create_detector(cfg.detector.spec, device=str(self.device))
@@ -337,37 +127,28 @@ class Trainer:
             self.detector = trainable_detector(cfg.detector.spec, device=str(self.device))
         # AP needs the whole precision-recall curve: predictions down to a low score, as in COCO evaluation
         self.eval_detector = create_detector(cfg.detector.eval_spec or cfg.detector.spec, conf_threshold=cfg.eval.conf_threshold)
-        self.train_frames = load_frames(root, cfg.data.train_split, cfg.data.frame_stride, cfg.data.max_train_frames)
-        self.val_frames = load_frames(root, cfg.data.val_split, cfg.data.val_stride, cfg.data.max_val_frames)
-        thr = cfg.detector.score_threshold
-        if self.dist.is_main:
-            # rank 0 fills the cache; the others read it after the barrier
-            self.train_frames.labels = pseudo_labels(root, self.train_frames, cfg.detector.spec, thr, cfg.data.train_split)
-            self.val_targets = pseudo_labels(
-                root, self.val_frames, cfg.detector.eval_spec or cfg.detector.spec, thr, cfg.data.val_split
-            )
-        barrier()
-        if not self.dist.is_main:
-            self.train_frames.labels = pseudo_labels(root, self.train_frames, cfg.detector.spec, thr, cfg.data.train_split)
-            self.val_targets = pseudo_labels(
-                root, self.val_frames, cfg.detector.eval_spec or cfg.detector.spec, thr, cfg.data.val_split
-            )
-        if cfg.detector.targets == "gt":
-            self.train_frames.labels = gt_targets(self.train_frames, root, cfg.data.train_split)
-            self.val_targets = gt_targets(self.val_frames, root, cfg.data.val_split)
 
+    def _load_targets(self) -> None:
+        """Pseudo-labels of the train frames (training detector) and validation frames (validation detector)."""
+        cfg, thr = self.cfg, self.cfg.detector.score_threshold
+        self.train_frames.labels = pseudo_labels(self.root, self.train_frames, cfg.detector.spec, thr, cfg.data.train_split)
+        self.val_targets = pseudo_labels(
+            self.root, self.val_frames, cfg.detector.eval_spec or cfg.detector.spec, thr, cfg.data.val_split
+        )
+
+    def _setup_models(self) -> None:
+        """Obfuscator, deobfuscator, their optimisers and schedules, and the optional adversaries and detector step."""
         from silhouette.models import build_deobfuscator, build_obfuscator
 
+        cfg, m, t = self.cfg, self.cfg.model, self.cfg.train
         # seed right before the weights are drawn: building a label cache (or not) must not shift the init
         seed_everything(cfg.seed)
-        m = cfg.model
         self.obf_spec = {"name": m.obfuscator, "kwargs": dict(m.obfuscator_kwargs)}
         self.deobf_spec = {"name": m.deobfuscator, "kwargs": dict(m.deobfuscator_kwargs)}
-        obf = build_obfuscator(m.obfuscator, **m.obfuscator_kwargs).to(self.device)
-        deobf = build_deobfuscator(m.deobfuscator, **m.deobfuscator_kwargs).to(self.device)
-        t = cfg.train
-        self.opt_obf = torch.optim.AdamW(obf.parameters(), lr=t.lr_obf, weight_decay=t.weight_decay)
-        self.opt_deobf = torch.optim.AdamW(deobf.parameters(), lr=t.lr_deobf, weight_decay=t.weight_decay)
+        self.obf_raw = build_obfuscator(m.obfuscator, **m.obfuscator_kwargs).to(self.device)
+        self.deobf_raw = build_deobfuscator(m.deobfuscator, **m.deobfuscator_kwargs).to(self.device)
+        self.opt_obf = torch.optim.AdamW(self.obf_raw.parameters(), lr=t.lr_obf, weight_decay=t.weight_decay)
+        self.opt_deobf = torch.optim.AdamW(self.deobf_raw.parameters(), lr=t.lr_deobf, weight_decay=t.weight_decay)
         self.sched_obf = torch.optim.lr_scheduler.StepLR(self.opt_obf, t.lr_step_epochs, t.lr_decay_obf)
         self.sched_deobf = torch.optim.lr_scheduler.StepLR(self.opt_deobf, t.lr_step_epochs, t.lr_decay_deobf)
         self.reid, self.opt_reid = self._build_reid()
@@ -382,26 +163,27 @@ class Trainer:
                                              weight_decay=t.weight_decay)
         self.start_epoch, self.best_score, self.step = 0, -math.inf, 0
         self.warm_done = t.warmup_steps == 0
-        if m.init_from:
-            self._init_from(m.init_from, obf, deobf)
-        if self.resume:
-            self._load_state(last, obf, deobf)
-        self.obf_raw, self.deobf_raw = obf, deobf
-        self.obf = wrap(obf, self.dist, self.device)
-        self.deobf = wrap(deobf, self.dist, self.device)
+
+    def _setup_engine(self) -> None:
+        """Wrap the networks for DDP and build the adversarial engine around them."""
+        t = self.cfg.train
+        self.obf = wrap(self.obf_raw, self.dist, self.device)
+        self.deobf = wrap(self.deobf_raw, self.dist, self.device)
         self.engine = AdversarialEngine(
             self.obf, self.deobf, self.detector, self.opt_obf, self.opt_deobf,
             det_weight=t.det_weight, blank_weight=t.blank_weight, grad_clip=t.grad_clip, max_loss=t.max_loss, device=self.device, amp=t.amp,
             reid=self.reid, opt_reid=self.opt_reid, reid_weight=t.reid_weight,
             face=self.face, face_weight=t.face_weight, opt_det=self.opt_det,
         )
-        if self.dist.is_main:
-            save_config(cfg, self.out / "config.yaml")
-            from silhouette.fileio import write_json
-            from silhouette.provenance import provenance
 
-            # which code, command and machine made this run (a resumed run records its latest start)
-            write_json(self.out / "provenance.json", provenance())
+    def _record_run(self) -> None:
+        """The run's config and provenance beside its checkpoints."""
+        save_config(self.cfg, self.out / "config.yaml")
+        from silhouette.fileio import write_json
+        from silhouette.provenance import provenance
+
+        # which code, command and machine made this run (a resumed run records its latest start)
+        write_json(self.out / "provenance.json", provenance())
 
     def _init_from(self, path: str, obf: nn.Module, deobf: nn.Module) -> None:
         """Load a trained checkpoint's obfuscator (and its deobfuscator, if it has one) in place of the warm start."""
@@ -445,6 +227,7 @@ class Trainer:
         return reid, torch.optim.AdamW(reid.parameters(), lr=t.lr_reid, weight_decay=t.weight_decay)
 
     def _load_state(self, path: Path, obf: nn.Module, deobf: nn.Module) -> None:
+        """Resume from `path`: weights, optimisers, schedules, adversaries, counters and RNG state."""
         from silhouette.models.checkpoint import read_checkpoint
 
         ckpt = read_checkpoint(path)
@@ -482,6 +265,7 @@ class Trainer:
     # -- helpers -----------------------------------------------------------------------------------------------
 
     def _save(self, path: Path, epoch: int, metrics: dict[str, Any]) -> None:
+        """A checkpoint with everything `_load_state` needs (in private mode, the detector file first)."""
         from silhouette.models.checkpoint import save_checkpoint
 
         extra, det_state = {}, {}
@@ -519,12 +303,14 @@ class Trainer:
         )
 
     def _lam(self, epoch: float) -> float:
+        """The detector-loss weight at a (fractional) epoch: ramped up over train.lam_warmup_epochs."""
         t = self.cfg.train
         if t.lam_warmup_epochs <= 0:
             return t.lam
         return t.lam * min(1.0, epoch / t.lam_warmup_epochs)
 
     def _batches(self, epoch: int, batch_size: int = 0) -> list[list[int]]:
+        """This rank's shuffled batches of train-frame indices for `epoch`."""
         from torch.utils.data import DistributedSampler
 
         sampler = DistributedSampler(
@@ -543,7 +329,7 @@ class Trainer:
         if not d.crop and not d.hflip and not d.photometric:
             return x, [self.train_frames.labels[i] for i in idx], self._people(idx, None, x.shape[-2:])
         geometry: list[tuple[int, int, bool]] = []
-        x = _crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry)
+        x = crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry)
         people = self._people(idx, geometry, x.shape[-2:])
         if self.cfg.detector.targets == "gt":
             return x, gt_crop_targets(self.train_frames, idx, geometry, x.shape[-2:]), people
@@ -565,6 +351,7 @@ class Trainer:
         return out
 
     def _gen(self, epoch: int) -> torch.Generator:
+        """The augmentation generator of `epoch` on this rank (a resumed run draws the same crops)."""
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank)
 
     def _warm_start(self, writer: Any) -> None:
@@ -584,7 +371,7 @@ class Trainer:
         bar = self._bar(total=t.warmup_steps, desc=f"warm-start ({t.warmup_target})")
         while steps < t.warmup_steps:
             for idx in self._batches(10_000 + rounds, bs):
-                x = _crop_and_flip(self.train_frames.batch(idx), crop, d.hflip, gen, d.photometric).to(self.device)
+                x = crop_and_flip(self.train_frames.batch(idx), crop, d.hflip, gen, d.photometric).to(self.device)
                 loss, out = engine.warmup_step(x, t.warmup_target)
                 rec = engine.deobfuscator_step(x, out)
                 sched.step()
@@ -639,7 +426,8 @@ class Trainer:
             shutdown()
 
     def _run(self) -> dict[str, Any]:
-        cfg, t = self.cfg, self.cfg.train
+        """The warm start (unless done) and the remaining epochs; a divergence leaves STOPPED.txt naming the last save."""
+        t = self.cfg.train
         writer = None
         if self.dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -667,37 +455,10 @@ class Trainer:
         return metrics
 
     def _epoch(self, epoch: int, writer: Any) -> dict[str, Any]:
-        cfg, t = self.cfg, self.cfg.train
-        batches = self._batches(epoch)
-        gen = self._gen(epoch)
-        update_obf = t.alternate == "batch" or epoch % 2 == 1
-        update_deobf = t.alternate == "batch" or epoch % 2 == 0
-        sums = dict.fromkeys(("loss_obf", "loss_det", "mse_obf", "loss_deobf", "reid_confusion", "loss_reid", "face_score",
-                              "loss_det_cloud"), 0.0)
-        counts = dict.fromkeys(sums, 0)
-        start, n_img = time.time(), 0
-        bar = self._bar(total=len(batches), desc=f"epoch {epoch + 1}/{t.epochs}")
-        for b, idx in enumerate(batches):
-            lam = self._lam(epoch + b / max(1, len(batches)))
-            x, targets, people = self._batch(idx, gen)
-            stats = self.engine.train_batch(x, targets, lam, update_obf, update_deobf, t.deobf_steps, people)
-            self.step += 1
-            n_img += len(idx)
-            for k in sums:
-                v = getattr(stats, k)
-                if not math.isnan(v):
-                    sums[k] += v
-                    counts[k] += 1
-            run = {k: sums[k] / counts[k] for k in sums if counts[k]}
-            bar.update(1)
-            bar.set_postfix({k.replace("loss_", ""): f"{v:.4f}" for k, v in run.items()})
-            if writer is not None and self.step % t.log_every == 0:
-                for k in sums:
-                    v = getattr(stats, k)
-                    if not math.isnan(v):
-                        writer.add_scalar(f"step/{k}", v, self.step)
-                writer.add_scalar("step/lam", lam, self.step)
-        bar.close()
+        """One epoch of adversarial steps, then validation (when due), the log row and the checkpoints."""
+        t = self.cfg.train
+        start = time.time()
+        means, n_img = self._train_batches(epoch, writer)
         # DDP averages gradients, but each rank's BN statistics saw only its own shard: take rank 0's
         sync_buffers(self.obf_raw, self.dist)
         sync_buffers(self.deobf_raw, self.dist)
@@ -706,21 +467,13 @@ class Trainer:
         self.sched_obf.step()
         self.sched_deobf.step()
         row: dict[str, Any] = {
-            "epoch": epoch + 1, "lr_obf": lrs[0], "lr_deobf": lrs[1], "lam": self._lam(epoch + 1),
-            **{k: (sums[k] / counts[k] if counts[k] else float("nan")) for k in sums},
+            "epoch": epoch + 1, "lr_obf": lrs[0], "lr_deobf": lrs[1], "lam": self._lam(epoch + 1), **means,
             "train_images": n_img * self.dist.world_size, "epoch_s": round(elapsed, 2),
             "images_per_s": round(n_img * self.dist.world_size / max(elapsed, 1e-9), 3),
         }
         is_best = False
-        if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == t.epochs:
-            # every rank validates (same frames, same weights): torchmetrics syncs its state across the group
-            val = evaluate(self.obf, self._eval_detector(), self.val_frames, self.val_targets, self.device,
-                           cfg.eval.batch_size, cfg.eval.ssim_frames, self.deobf)
-            row.update({f"val_{k}": v for k, v in val.items()})
-            score = best_score(val["ap50"], val["ssim"], cfg.eval.ssim_target, epoch + 1, cfg.eval.min_ap50)
-            is_best = score > self.best_score
-            if is_best:
-                self.best_score = score
+        if (epoch + 1) % self.cfg.eval.every == 0 or epoch + 1 == t.epochs:
+            is_best = self._validate(epoch, row)
         if self.dist.is_main:
             self._write_row(row, writer, epoch + 1)
             self._save(self.out / "last.pt", epoch + 1, row)
@@ -731,7 +484,51 @@ class Trainer:
         barrier()
         return row
 
+    def _train_batches(self, epoch: int, writer: Any) -> tuple[dict[str, float], int]:
+        """The epoch's training steps; returns the mean of each statistic (NaN: never measured) and the images seen."""
+        t = self.cfg.train
+        batches = self._batches(epoch)
+        gen = self._gen(epoch)
+        update_obf = t.alternate == "batch" or epoch % 2 == 1
+        update_deobf = t.alternate == "batch" or epoch % 2 == 0
+        sums = dict.fromkeys(EPOCH_STATS, 0.0)
+        counts = dict.fromkeys(sums, 0)
+        n_img = 0
+        bar = self._bar(total=len(batches), desc=f"epoch {epoch + 1}/{t.epochs}")
+        for b, idx in enumerate(batches):
+            lam = self._lam(epoch + b / max(1, len(batches)))
+            x, targets, people = self._batch(idx, gen)
+            stats = self.engine.train_batch(x, targets, lam, update_obf, update_deobf, t.deobf_steps, people)
+            self.step += 1
+            n_img += len(idx)
+            measured = {k: getattr(stats, k) for k in sums if not math.isnan(getattr(stats, k))}
+            for k, v in measured.items():
+                sums[k] += v
+                counts[k] += 1
+            bar.update(1)
+            bar.set_postfix({k.replace("loss_", ""): f"{sums[k] / counts[k]:.4f}" for k in sums if counts[k]})
+            if writer is not None and self.step % t.log_every == 0:
+                for k, v in measured.items():
+                    writer.add_scalar(f"step/{k}", v, self.step)
+                writer.add_scalar("step/lam", lam, self.step)
+        bar.close()
+        return {k: (sums[k] / counts[k] if counts[k] else float("nan")) for k in sums}, n_img
+
+    def _validate(self, epoch: int, row: dict[str, Any]) -> bool:
+        """Validate into `row`; True when this epoch is the best so far (and `best_score` moves to it)."""
+        cfg = self.cfg
+        # every rank validates (same frames, same weights): torchmetrics syncs its state across the group
+        val = evaluate(self.obf, self._eval_detector(), self.val_frames, self.val_targets, self.device,
+                       cfg.eval.batch_size, cfg.eval.ssim_frames, self.deobf)
+        row.update({f"val_{k}": v for k, v in val.items()})
+        score = best_score(val["ap50"], val["ssim"], cfg.eval.ssim_target, epoch + 1, cfg.eval.min_ap50)
+        if score <= self.best_score:
+            return False
+        self.best_score = score
+        return True
+
     def _write_row(self, row: dict[str, Any], writer: Any, epoch: int) -> None:
+        """Append the epoch's row to metrics.csv (rewriting later rows of a resumed run) and to TensorBoard."""
         path = self.out / "metrics.csv"
         rows: list[dict[str, Any]] = []
         if path.exists():

@@ -1,0 +1,90 @@
+"""The training frames held in memory (uint8, with GT persons) and their detection targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from silhouette.detectors.base import Detections, Detector
+from silhouette.errors import SilhouetteError
+from silhouette.training.augment import move_boxes
+
+
+@dataclass
+class FrameSet:
+    """Frames held in memory as uint8 [N,3,H,W] with their files, (full-frame) pseudo-labels and GT persons."""
+
+    images: torch.Tensor
+    files: list[str]
+    labels: list[Detections] = field(default_factory=list)
+    people: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # GT boxes [K,4], identity ids [K]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batch(self, idx: Sequence[int]) -> torch.Tensor:
+        """Float [0,1] images for these indices."""
+        return self.images[list(idx)].float().div_(255.0)
+
+
+def load_frame_set(root: Path, split: str, stride: int = 1, limit: int = 0) -> FrameSet:
+    """Read one split of a prepared dataset into memory, keeping every `stride`-th frame (the first `limit`, 0 = all)."""
+    from silhouette.data.torch_dataset import FrameDataset
+
+    ds = FrameDataset(root, split=split)
+    idx = list(range(0, len(ds), stride))
+    if limit:
+        idx = idx[:limit]
+    if not idx:
+        raise SilhouetteError(f"{root}: split {split!r} has no frames after data.frame_stride={stride}")
+    items = [ds[i] for i in idx]
+    images = torch.stack([(it["image"] * 255.0).round().to(torch.uint8) for it in items])
+    people = [(it["gt_boxes"].float().reshape(-1, 4), it["gt_ids"].long().reshape(-1)) for it in items]
+    return FrameSet(images, [it["file"] for it in items], people=people)
+
+
+def person_targets(dets: Sequence[Detections], threshold: float) -> list[Detections]:
+    """Person boxes at or above the pseudo-label threshold."""
+    return [d.persons(threshold) for d in dets]
+
+
+def predict_batched(detector: Detector, images: torch.Tensor, batch_size: int = 8) -> list[Detections]:
+    """Detector predictions over a float [N,3,H,W] tensor in chunks, moved to the CPU."""
+    out: list[Detections] = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            for d in detector.predict(images[i : i + batch_size]):
+                out.append(Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu()))
+    return out
+
+
+def pseudo_labels(root: Path, frames: FrameSet, spec: str, threshold: float, split: str) -> list[Detections]:
+    """Clean-frame person pseudo-labels: from the dataset's label cache, computed there on first use."""
+    from silhouette.data.labels import ensure_pseudo_labels
+
+    cache = ensure_pseudo_labels(root, spec, threshold, split=split, progress=False)
+    missing = [f for f in frames.files if f not in cache]
+    if missing:
+        raise SilhouetteError(f"pseudo-label cache of {root} lacks {len(missing)} frame(s), e.g. {missing[0]}")
+    return person_targets([cache[f] for f in frames.files], threshold)
+
+
+def gt_targets(frames: FrameSet, root: Path, split: str) -> list[Detections]:
+    """Human person boxes of each frame as detection targets (score 1, person); a clear error for footage without GT."""
+    if not any(len(boxes) for boxes, _ in frames.people):
+        raise SilhouetteError(f"detector.targets: gt needs human person boxes, and split {split!r} of {root} has none; "
+                              "use detector.targets: pseudo")
+    return [Detections.of_people(b.clone()) for b, _ in frames.people]
+
+
+def gt_crop_targets(frames: FrameSet, idx: Sequence[int], geometry: Sequence[tuple[int, int, bool]],
+                    size: Sequence[int]) -> list[Detections]:
+    """Human boxes moved into each crop; a person mostly outside it is no target (nor a negative: it is dropped)."""
+    out = []
+    for k, i in enumerate(idx):
+        moved, keep = move_boxes(frames.people[i][0], *geometry[k], size, min_height=4.0)
+        out.append(Detections.of_people(moved[keep]))
+    return out
