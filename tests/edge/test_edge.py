@@ -75,7 +75,8 @@ def test_edge_end_to_end_counts_match_local_detection(server, detector, e2e_obf,
     local = [_persons(detector, e2e_obf(f)) for f in frames]
     assert stats.failed == 0 and stats.sent == len(frames)
     assert len(stats.people) == len(local)
-    assert all(abs(a - b) <= 1 for a, b in zip(stats.people, local)), (stats.people, local)
+    assert stats.people == local  # bit-exact frames, the same detector: the same count on every frame
+    assert sum(local) > 0  # the frames hold people, so an always-zero count cannot pass
     s = stats.summary()
     # bandwidth accounting: the full-resolution originals cost more on the wire than the 320x200 obfuscated frames
     assert 0 < s["bytes_per_frame_sent"] < s["bytes_per_frame_original"]
