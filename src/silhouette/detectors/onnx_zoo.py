@@ -319,31 +319,25 @@ class OnnxZooDetector(Detector):
         check_image(images)
         if images.shape[0] == 0:
             return []
-        _, _, h, w = images.shape
         batch, geom = self.preprocess_exact(images)
         with torch.no_grad():
-            outs = [torch.from_numpy(o) for o in self.forward_ort(batch)]
-            boxes, scores = self.spec.decode(outs, self.spec.preproc.size, 0.0)
-            dets = [
-                select_detections(boxes[i], scores[i], geom, w, h, self.conf_threshold, self.nms_iou)
-                for i in range(len(boxes))
-            ]
-        return [_to_device(d, images.device) for d in dets]
+            return self._detections([torch.from_numpy(o) for o in self.forward_ort(batch)], geom, images)
 
     def predict_torch(self, images: torch.Tensor) -> list[Detections]:
         """`predict` through the onnx2torch path on `device` (torch resize: close to, not equal to, golden)."""
         check_image(images)
         if images.shape[0] == 0:
             return []
-        _, _, h, w = images.shape
         with torch.no_grad():
             inp, geom = preprocess_torch(images.to(self.device, torch.float32), self.spec.preproc)
-            boxes, scores = self.spec.decode(self.forward_torch(inp), self.spec.preproc.size, 0.0)
-            dets = [
-                select_detections(boxes[i], scores[i], geom, w, h, self.conf_threshold, self.nms_iou)
-                for i in range(len(boxes))
-            ]
-        return [_to_device(d, images.device) for d in dets]
+            return self._detections(self.forward_torch(inp), geom, images)
+
+    def _detections(self, outputs: Sequence[torch.Tensor], geom: Geometry, images: torch.Tensor) -> list[Detections]:
+        """Raw outputs decoded, thresholded and NMS'd into frame pixels, on the device of `images`."""
+        _, _, h, w = images.shape
+        boxes, scores = self.spec.decode(outputs, self.spec.preproc.size, 0.0)
+        return [_to_device(select_detections(boxes[i], scores[i], geom, w, h, self.conf_threshold, self.nms_iou),
+                           images.device) for i in range(len(boxes))]
 
     def candidates(self, images: torch.Tensor) -> Candidates:
         """Pre-NMS boxes (frame pixels) and person scores through onnx2torch; gradients reach `images`."""
