@@ -17,7 +17,7 @@ from silhouette.evaluation.evaluate import (
     evaluate_obfuscator,
     format_evaluation,
     jsonable,
-    load_frames,
+    load_selection,
     model_cost,
     open_frames,
 )
@@ -64,7 +64,7 @@ def test_blur_lowers_relative_ap_and_similarity(clean_and_blurred: tuple[dict, d
 def test_frame_subsampling_is_even_and_bounded(pets_eval: Path) -> None:
     ds, idx = open_frames(FrameSelection(pets_eval, "train", max_frames=5))
     assert len(ds) == 28 and len(idx) == 5 and idx[0] == 0 and idx[-1] == 27
-    frames, gts, files = load_frames(FrameSelection(pets_eval, "val", stride=2))
+    frames, gts, files = load_selection(FrameSelection(pets_eval, "val", stride=2))
     assert frames.shape == (2, 3, 200, 320) and len(gts) == 2 and all(g is not None for g in gts)
     with pytest.raises(SilhouetteError, match="split 'nope'"):
         open_frames(FrameSelection(pets_eval, "nope"))

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from silhouette.cli import main
+from silhouette.devices import resolve_device
 from silhouette.errors import SilhouetteError
 from silhouette.paths import ASSETS_DIR, DEFAULT_CHECKPOINT
 from silhouette.privacy.reconstruction import person_mask, scene_prior_floor, score_frames
-from silhouette.privacy.attack_suite import method_source, parse_method, resolve_device, same_source, utility_for
+from silhouette.privacy.attack_suite import method_source, parse_method, same_source, utility_for
 
 EDGE = ASSETS_DIR / "obfuscator_edge.pt"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from silhouette.models.cost import count_params
 from silhouette.privacy.reconstruction import (
     AttackerUNet,
     ReconstructionRecipe,
-    count_params,
     evaluate_attacker,
     load_attacker,
     run_reconstruction_attack,

@@ -69,8 +69,8 @@ def open_frames(sel: FrameSelection) -> tuple[Any, list[int]]:
     return ds, idx
 
 
-def load_frames(sel: FrameSelection) -> tuple[torch.Tensor, list[Detections | None], list[str]]:
-    """All selected frames as one [N,3,H,W] tensor, their GT (None where not annotated) and file names."""
+def load_selection(sel: FrameSelection) -> tuple[torch.Tensor, list[Detections | None], list[str]]:
+    """The frames of `sel` as one float [N,3,H,W] tensor, their GT (None where not annotated) and file names."""
     ds, idx = open_frames(sel)
     images, gts, files = [], [], []
     for i in idx:
@@ -172,8 +172,98 @@ def prediction_threshold(det: Detector, threshold: float | None) -> Iterator[flo
 
 @dataclass
 class _Acc:
+    """One detector's predictions on the clean and on the obfuscated frames."""
+
     clean: list[Detections] = field(default_factory=list)
     obf: list[Detections] = field(default_factory=list)
+
+
+@dataclass
+class _Pass:
+    """What one pass over the frames collects: predictions per detector, GT per frame, similarity per frame."""
+
+    acc: dict[str, _Acc]
+    gts: list[Detections | None] = field(default_factory=list)
+    sims: list[dict[str, float]] = field(default_factory=list)
+    operating: dict[str, float] = field(default_factory=dict)  # each detector's operating threshold
+    ref_operating: dict[str, float] = field(default_factory=dict)  # each reference detector's
+
+
+def _named_detectors(detectors: Sequence[str | Detector] | Mapping[str, str | Detector]) -> dict[str, Detector]:
+    """Detectors by report name: the mapping's keys, else each spec (or the detector's name)."""
+    if isinstance(detectors, Mapping):
+        dets = {str(k): make_detector(d) for k, d in detectors.items()}
+    else:
+        dets = {(d if isinstance(d, str) else getattr(d, "name", type(d).__name__)): make_detector(d) for d in detectors}
+    if not dets:
+        raise SilhouetteError("no detectors to evaluate with")
+    return dets
+
+
+def _predict_frames(ds: Any, idx: list[int], transform: Transform, dets: Mapping[str, Detector],
+                    refs: Mapping[str, Detector], batch_size: int, pred_threshold: float | None,
+                    progress: bool, desc: str) -> _Pass:
+    """Obfuscate the frames batch by batch and collect every detector's predictions on clean and obfuscated frames."""
+    from tqdm import tqdm
+
+    from silhouette.data import collate_frames
+    from silhouette.evaluation.metrics import similarity
+
+    out = _Pass({name: _Acc() for name in dets})
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(ds, idx), batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_frames
+    )
+    with contextlib.ExitStack() as stack:
+        for name, det in dets.items():
+            out.operating[name] = stack.enter_context(prediction_threshold(det, pred_threshold))
+        out.ref_operating = {name: stack.enter_context(prediction_threshold(det, pred_threshold)) for name, det in refs.items()}
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            images = batch["image"]
+            obf = transform(images)
+            if obf.shape != images.shape:
+                raise SilhouetteError(f"the obfuscator changed the frame shape {tuple(images.shape)} -> {tuple(obf.shape)}")
+            out.sims.extend(similarity(a, b) for a, b in zip(images, obf))
+            for j, k in enumerate(batch["index"].tolist()):
+                out.gts.append(_gt_detections(ds.records[k], {"gt_boxes": batch["gt_boxes"][j]}))
+            with torch.no_grad():
+                for name, det in dets.items():
+                    out.acc[name].clean.extend(refs.get(name, det).predict(images))
+                    out.acc[name].obf.extend(det.predict(obf))
+    return out
+
+
+def _detector_row(name: str, det: Detector, ref: Detector | None, run: _Pass, label_threshold: float | None,
+                  pred_threshold: float | None) -> dict[str, Any]:
+    """One detector's relative AP, boxes found, count errors and (on annotated frames) AP against GT."""
+    from silhouette.evaluation.metrics import boxes_found, count_error, person_ap
+
+    a = run.acc[name]
+    thr = run.operating[name] if label_threshold is None else float(label_threshold)
+    # clean frames are labelled by whoever saw them: a reference detector at its own operating threshold
+    label_thr = run.ref_operating.get(name, thr) if label_threshold is None else thr
+    pseudo = [d.persons(label_thr) for d in a.clean]
+    row: dict[str, Any] = {
+        "label_threshold": label_thr,
+        "pred_threshold": pred_threshold if pred_threshold is not None and threshold_adjustable(det)
+        else run.operating[name],
+        "pseudo_boxes": int(sum(len(p) for p in pseudo)),
+        "pseudo_found": boxes_found(a.obf, pseudo, min_score=thr),  # at the operating threshold, IoU >= 0.5
+        "relative": person_ap(a.obf, pseudo),
+        "count": {"obf_vs_clean": count_error(a.obf, pseudo, min_score=thr)},
+        "gt": None,
+    }
+    if ref is not None:
+        row["clean_detector"] = getattr(ref, "name", str(ref))
+    annotated = [i for i, g in enumerate(run.gts) if g is not None]
+    if annotated:
+        g = [run.gts[i] for i in annotated]
+        row["gt"] = {
+            "clean": person_ap([a.clean[i] for i in annotated], g),
+            "obfuscated": person_ap([a.obf[i] for i in annotated], g),
+        }
+        row["count"]["clean_vs_gt"] = count_error([a.clean[i] for i in annotated], g, min_score=label_thr)
+        row["count"]["obf_vs_gt"] = count_error([a.obf[i] for i in annotated], g, min_score=thr)
+    return row
 
 
 def evaluate_obfuscator(
@@ -198,81 +288,22 @@ def evaluate_obfuscator(
     detector name to another detector that labels (and is scored on) the clean frames: a private pair's co-trained
     detector is judged against the unmodified detector's boxes on the originals.
     """
-    from tqdm import tqdm
-
-    from silhouette.data import collate_frames
-    from silhouette.evaluation.metrics import boxes_found, count_error, person_ap, similarity
-
     sel = FrameSelection(Path(dataset_root), split, list(cameras) if cameras else None, max_frames, stride)
     ds, idx = open_frames(sel)
     transform = as_transform(obfuscator_or_transform)
-    if isinstance(detectors, Mapping):
-        dets = {str(k): make_detector(d) for k, d in detectors.items()}
-    else:
-        dets = {(d if isinstance(d, str) else getattr(d, "name", type(d).__name__)): make_detector(d) for d in detectors}
-    if not dets:
-        raise SilhouetteError("no detectors to evaluate with")
+    dets = _named_detectors(detectors)
     refs = {str(k): make_detector(d) for k, d in (reference or {}).items()}
-    acc = {name: _Acc() for name in dets}
-    gts: list[Detections | None] = []
-    sims: list[dict[str, float]] = []
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(ds, idx), batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_frames
-    )
-    operating: dict[str, float] = {}
-    with contextlib.ExitStack() as stack:
-        for name, det in dets.items():
-            operating[name] = stack.enter_context(prediction_threshold(det, pred_threshold))
-        ref_operating = {name: stack.enter_context(prediction_threshold(det, pred_threshold)) for name, det in refs.items()}
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-            images = batch["image"]
-            obf = transform(images)
-            if obf.shape != images.shape:
-                raise SilhouetteError(f"the obfuscator changed the frame shape {tuple(images.shape)} -> {tuple(obf.shape)}")
-            sims.extend(similarity(a, b) for a, b in zip(images, obf))
-            for j, k in enumerate(batch["index"].tolist()):
-                gts.append(_gt_detections(ds.records[k], {"gt_boxes": batch["gt_boxes"][j]}))
-            with torch.no_grad():
-                for name, det in dets.items():
-                    acc[name].clean.extend(refs.get(name, det).predict(images))
-                    acc[name].obf.extend(det.predict(obf))
-    annotated = [i for i, g in enumerate(gts) if g is not None]
-    result: dict[str, Any] = {
+    run = _predict_frames(ds, idx, transform, dets, refs, batch_size, pred_threshold, progress, desc)
+    return {
         "dataset": str(sel.root),
         "split": split,
         "cameras": sel.cameras,
         "frames": len(idx),
-        "annotated_frames": len(annotated),
-        "similarity": {k: float(sum(s[k] for s in sims) / len(sims)) for k in sims[0]},
-        "detectors": {},
+        "annotated_frames": sum(g is not None for g in run.gts),
+        "similarity": {k: float(sum(s[k] for s in run.sims) / len(run.sims)) for k in run.sims[0]},
+        "detectors": {name: _detector_row(name, det, refs.get(name), run, label_threshold, pred_threshold)
+                      for name, det in dets.items()},
     }
-    for name, a in acc.items():
-        thr = operating[name] if label_threshold is None else float(label_threshold)
-        # clean frames are labelled by whoever saw them: a reference detector at its own operating threshold
-        label_thr = ref_operating.get(name, thr) if label_threshold is None else thr
-        pseudo = [d.persons(label_thr) for d in a.clean]
-        row: dict[str, Any] = {
-            "label_threshold": label_thr,
-            "pred_threshold": pred_threshold if pred_threshold is not None and threshold_adjustable(dets[name])
-            else operating[name],
-            "pseudo_boxes": int(sum(len(p) for p in pseudo)),
-            "pseudo_found": boxes_found(a.obf, pseudo, min_score=thr),  # at the operating threshold, IoU >= 0.5
-            "relative": person_ap(a.obf, pseudo),
-            "count": {"obf_vs_clean": count_error(a.obf, pseudo, min_score=thr)},
-            "gt": None,
-        }
-        if name in refs:
-            row["clean_detector"] = getattr(refs[name], "name", str(refs[name]))
-        if annotated:
-            g = [gts[i] for i in annotated]
-            row["gt"] = {
-                "clean": person_ap([a.clean[i] for i in annotated], g),
-                "obfuscated": person_ap([a.obf[i] for i in annotated], g),
-            }
-            row["count"]["clean_vs_gt"] = count_error([a.clean[i] for i in annotated], g, min_score=label_thr)
-            row["count"]["obf_vs_gt"] = count_error([a.obf[i] for i in annotated], g, min_score=thr)
-        result["detectors"][name] = row
-    return result
 
 
 def format_evaluation(result: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ from silhouette.evaluation.evaluate import (
     FrameSelection,
     available_detectors,
     evaluate_obfuscator,
-    load_frames,
+    load_selection,
     make_detector,
     num,
     pct,
@@ -356,6 +356,44 @@ def _resolve_detectors(detectors: Sequence[str] | str) -> tuple[list[str], dict[
 # -- Table 3: baselines at matched AP ----------------------------------------------------------------------------
 
 
+def _matched_baselines(ctx: Context, bases: Sequence[Any], frames: torch.Tensor, det: Detector, target: float,
+                       pseudo: list[Detections], tol: float, notes: list[str]) -> dict[str, dict[str, Any]]:
+    """Each baseline tuned to the target AP50: its column (AP, parameter, similarity, images); misses noted."""
+    from tqdm import tqdm
+
+    from silhouette.evaluation.baselines import tune_baseline
+    from silhouette.evaluation.metrics import mean_similarity
+
+    columns: dict[str, dict[str, Any]] = {}
+    for b in tqdm(bases, desc="T3 tune baselines", disable=not ctx.progress, leave=False):
+        res = tune_baseline(b, frames, det, target, pseudo, tol=tol, max_evals=ctx.tune_evals,
+                            batch_size=ctx.batch_size)
+        out = b.apply(frames, res.param)
+        columns[b.name] = {"label": b.label, "ap": {"ap50": res.ap50, "ap": res.ap}, "param": b.describe(res.param),
+                           "similarity": mean_similarity(list(frames), list(out)), "images": out,
+                           "tune": res.to_dict()}
+        if not res.reached:
+            notes.append(f"{b.label}: AP50 {pct(res.ap50)}% is outside ±{100 * tol:.0f} points of the target "
+                         f"{pct(target)}% anywhere in its range ({b.param} {b.low:g}…{b.high:g}); closest shown")
+    return columns
+
+
+def _fill_baselines(ctx: Context, sec: Section, columns: dict[str, dict[str, Any]], frames: torch.Tensor,
+                    files: list[str], picture_frame: int, test: TestSet) -> None:
+    """Table 3's rows and its picture row (one frame under each obfuscation)."""
+    from silhouette.evaluation.figures import picture_row
+
+    sec.columns = ["Metric"] + [f"{c['label']} ({pct(c['ap']['ap50'])}%)" for c in columns.values()]
+    sec.rows = [["Parameter"] + [c["param"] for c in columns.values()]]
+    for metric, digits in (("ssim", 4), ("mse", 4), ("psnr", 2), ("nmi", 4)):
+        sec.rows.append([metric.upper()] + [num(c["similarity"][metric], digits) for c in columns.values()])
+    i = min(max(0, picture_frame), len(frames) - 1)
+    name = "table3_baselines.png"
+    picture_row(ctx.out / name, frames[i], [(c["label"] + ("" if k == "ours" else f"\n{c['param']}"), c["images"][i])
+                                             for k, c in columns.items()], title=f"{test.display()}: {files[i]}")
+    sec.figures.append(name)
+
+
 def baselines_table(
     ctx: Context,
     checkpoint: str | Path | None,
@@ -366,7 +404,7 @@ def baselines_table(
     picture_frame: int = 0,
 ) -> Section:
     """Similarity to the original of our obfuscation vs classic ones tuned to the same person AP50 (paper Table 3)."""
-    from silhouette.evaluation.baselines import get_baseline, predict_all, tune_baseline
+    from silhouette.evaluation.baselines import get_baseline, predict_all
     from silhouette.evaluation.metrics import mean_similarity, person_ap
 
     sec = Section(
@@ -375,25 +413,18 @@ def baselines_table(
         "tolerance); then the similarity of obfuscated to original frames is compared. Lower SSIM/PSNR/NMI "
         "and higher MSE mean stronger obfuscation.",
     )
-    why = _missing(checkpoint)
-    if why:
-        sec.not_run = why
-        return sec
-    if test is None:
-        sec.not_run = "no test set configured (tables.baselines.test)"
-        return sec
-    got = _checkpoint_and_detector(ctx, checkpoint, detector, "baselines")
+    why = _missing(checkpoint) or ("no test set configured (tables.baselines.test)" if test is None else None)
+    got = why or _checkpoint_and_detector(ctx, checkpoint, detector, "baselines")
     if isinstance(got, str):
         sec.not_run = got
         return sec
     loaded, det_name = got
     bases = [get_baseline(m) for m in methods]
-    frames, _, files = load_frames(ctx.selection(test))
+    frames, _, files = load_selection(ctx.selection(test))
     det = ctx.detector(det_name)
     with prediction_threshold(det, ctx.pred_threshold) as operating:
         thr = operating if ctx.label_threshold is None else ctx.label_threshold
-        clean = predict_all(det, frames, ctx.batch_size)
-        pseudo = [d.persons(thr) for d in clean]
+        pseudo = [d.persons(thr) for d in predict_all(det, frames, ctx.batch_size)]
         with torch.no_grad():
             ours = torch.cat([loaded.obfuscator(frames[i : i + ctx.batch_size]).clamp(0, 1)
                               for i in range(0, len(frames), ctx.batch_size)])
@@ -405,61 +436,25 @@ def baselines_table(
         columns: dict[str, dict[str, Any]] = {"ours": {"label": "Ours", "ap": ours_ap, "param": "—",
                                                        "similarity": mean_similarity(list(frames), list(ours)),
                                                        "images": ours}}
-        from tqdm import tqdm
-
-        for b in tqdm(bases, desc="T3 tune baselines", disable=not ctx.progress, leave=False):
-            res = tune_baseline(b, frames, det, target, pseudo, tol=tol, max_evals=ctx.tune_evals,
-                                batch_size=ctx.batch_size)
-            out = b.apply(frames, res.param)
-            columns[b.name] = {"label": b.label, "ap": {"ap50": res.ap50, "ap": res.ap}, "param": b.describe(res.param),
-                               "similarity": mean_similarity(list(frames), list(out)), "images": out,
-                               "tune": res.to_dict()}
-            if not res.reached:
-                sec.notes.append(f"{b.label}: AP50 {pct(res.ap50)}% is outside ±{100 * tol:.0f} points of the target "
-                                 f"{pct(target)}% anywhere in its range ({b.param} {b.low:g}…{b.high:g}); closest shown")
-    sec.columns = ["Metric"] + [f"{c['label']} ({pct(c['ap']['ap50'])}%)" for c in columns.values()]
-    sec.rows = [["Parameter"] + [c["param"] for c in columns.values()]]
-    for metric, digits in (("ssim", 4), ("mse", 4), ("psnr", 2), ("nmi", 4)):
-        sec.rows.append([metric.upper()] + [num(c["similarity"][metric], digits) for c in columns.values()])
+        columns.update(_matched_baselines(ctx, bases, frames, det, target, pseudo, tol, sec.notes))
     sec.notes.append(f"detector {det_name}, pseudo-labels at score ≥ {thr:g}, test set {test.display()}, "
                      f"{len(frames)} frames; AP in the header is relative person AP50")
     sec.data = {"detector": det_name, "test": test.name, "frames": len(frames), "target_ap50": target, "tol": tol,
                 "methods": {k: {kk: vv for kk, vv in v.items() if kk != "images"} for k, v in columns.items()}}
-    i = min(max(0, picture_frame), len(frames) - 1)
-    name = "table3_baselines.png"
-    from silhouette.evaluation.figures import picture_row
-
-    picture_row(ctx.out / name, frames[i], [(c["label"] + ("" if k == "ours" else f"\n{c['param']}"), c["images"][i])
-                                             for k, c in columns.items()], title=f"{test.display()}: {files[i]}")
-    sec.figures.append(name)
+    _fill_baselines(ctx, sec, columns, frames, files, picture_frame, test)
     return sec
 
 
 # -- Table 4: cost -----------------------------------------------------------------------------------------------
 
 
-def cost_table(
-    ctx: Context,
-    checkpoint: str | Path | None,
-    detectors: Sequence[str] | str = "zoo",
-    torchvision: Sequence[str] = (),
-    variants: Sequence[str] = (),
-    frame_size: tuple[int, int] = FRAME_SIZE,
-) -> Section:
-    """Params and MACs of the obfuscator vs each detector at its input size (paper Table 4)."""
-    from tqdm import tqdm
-
-    from silhouette.evaluation.evaluate import detector_cost, model_cost
+def _obfuscator_costs(ctx: Context, sec: Section, checkpoint: str | Path | None, variants: Sequence[str],
+                      size: tuple[int, int]) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Cost rows of the obfuscator (the untrained default architecture without a checkpoint) and of each variant."""
+    from silhouette.evaluation.evaluate import model_cost
     from silhouette.models import build_obfuscator
 
-    h, w = frame_size
-    sec = Section(
-        "cost", "Table 4 — Computational cost",
-        f"MACs of one forward pass (torch.utils.flop_counter) and parameter counts. The obfuscator runs on "
-        f"{w}x{h} frames; each detector at its own input size (ONNX zoo: the onnx2torch module). "
-        "Parentheses: ratio to our obfuscator.",
-        ["Model", "Input", "MACs (G)", "Params (M)"],
-    )
+    h, w = size
     why = _missing(checkpoint)
     if why:
         obf = build_obfuscator()
@@ -476,6 +471,16 @@ def cost_table(
         c = model_cost(build_obfuscator(v), (h, w))
         rows.append({"model": f"obfuscator variant {v}", "input": f"{w}x{h}", **c})
         sec.rows.append([f"Obfuscator variant `{v}`", f"{w}x{h}", f"{c['macs'] / 1e9:.3f}", f"{c['params'] / 1e6:.3f}"])
+    return ours, rows
+
+
+def _detector_costs(ctx: Context, sec: Section, detectors: Sequence[str] | str, torchvision: Sequence[str],
+                    ours: Mapping[str, int], rows: list[dict[str, Any]]) -> None:
+    """Each detector's cost row (ratios to our obfuscator in parentheses); one that cannot be counted gets a note."""
+    from tqdm import tqdm
+
+    from silhouette.evaluation.evaluate import detector_cost
+
     if detectors == "zoo":
         from silhouette.detectors.onnx_zoo import ZOO
 
@@ -495,6 +500,27 @@ def cost_table(
             f"{c['macs'] / 1e9:.3f} ({c['macs'] / max(1, ours['macs']):.1f})",
             f"{c['params'] / 1e6:.3f} ({c['params'] / max(1, ours['params']):.1f})",
         ])
+
+
+def cost_table(
+    ctx: Context,
+    checkpoint: str | Path | None,
+    detectors: Sequence[str] | str = "zoo",
+    torchvision: Sequence[str] = (),
+    variants: Sequence[str] = (),
+    frame_size: tuple[int, int] = FRAME_SIZE,
+) -> Section:
+    """Params and MACs of the obfuscator vs each detector at its input size (paper Table 4)."""
+    h, w = frame_size
+    sec = Section(
+        "cost", "Table 4 — Computational cost",
+        f"MACs of one forward pass (torch.utils.flop_counter) and parameter counts. The obfuscator runs on "
+        f"{w}x{h} frames; each detector at its own input size (ONNX zoo: the onnx2torch module). "
+        "Parentheses: ratio to our obfuscator.",
+        ["Model", "Input", "MACs (G)", "Params (M)"],
+    )
+    ours, rows = _obfuscator_costs(ctx, sec, checkpoint, variants, (h, w))
+    _detector_costs(ctx, sec, detectors, torchvision, ours, rows)
     cheaper = [r["model"] for r in rows[1 + len(variants):] if r["macs"] < ours["macs"]]
     if cheaper:
         sec.notes.append(
@@ -579,7 +605,7 @@ def examples_figure(ctx: Context, checkpoint: str | Path | None, tests: Sequence
     for k, test in enumerate(tests):
         sel = ctx.selection(test)
         sel.max_frames = max(1, n)
-        frames, _, files = load_frames(sel)
+        frames, _, files = load_selection(sel)
         with torch.no_grad():
             obf = loaded.obfuscator(frames).clamp(0, 1)
             rec = loaded.deobfuscator(obf).clamp(0, 1) if loaded.deobfuscator is not None else None

@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from silhouette.devices import resolve_device
 from silhouette.errors import SilhouetteError
+from silhouette.models.cost import count_params
 
 log = logging.getLogger(__name__)
 
@@ -130,23 +132,6 @@ def _face_clips(given: list[str] | str | None, attacks: list[str]) -> list[str] 
 
     resolve_footage(specs)
     return specs
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N' -> torch.device; unusable CUDA is an error."""
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if re.fullmatch(r"cuda(:\d+)?", name):
-        if not torch.cuda.is_available():
-            raise SilhouetteError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu or auto")
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SilhouetteError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return dev
-    raise SilhouetteError(f"--device {name!r}: choose auto, cpu or cuda")
 
 
 def _quantised(transform: Transform) -> Transform:
@@ -283,7 +268,6 @@ def _evenly(n: int, k: int | None) -> list[int]:
 def reference_deobfuscator_params(checkpoint: str | None) -> int:
     """Parameters of the training-time deobfuscator (the checkpoint's, else the paper-sized preset)."""
     from silhouette.models.autoencoder import build_deobfuscator
-    from silhouette.privacy.reconstruction import count_params
 
     if checkpoint:
         try:
@@ -352,23 +336,13 @@ def _save_row(path: Path, row: dict[str, Any]) -> None:
     write_json(path, {**row, "provenance": provenance()})
 
 
-def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
-    """Run every requested attack on every method (cached per method in out/methods/), then write the scorecard."""
+def _recipes(cfg: AttackConfig) -> tuple[Any, Any]:
+    """The reconstruction and re-ID recipes of this run (quick or full, with the epoch and scratch overrides)."""
     import dataclasses
-    import time
 
-    from silhouette.data.torch_dataset import FrameDataset
-    from silhouette.fileio import read_json
-    from silhouette.privacy import faces as F_
     from silhouette.privacy import reconstruction as R
     from silhouette.privacy import reid as I
-    from silhouette.privacy.scorecard import write_scorecard
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(0)
-    train_ds, test_ds = FrameDataset(cfg.data, "train"), FrameDataset(cfg.data, "test")
     recipe = R.QUICK_RECIPE if cfg.quick else R.ReconstructionRecipe()
     if cfg.epochs:
         recipe = dataclasses.replace(recipe, epochs=cfg.epochs)
@@ -377,53 +351,117 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
     reid_recipe = I.QUICK_REID if cfg.quick else I.ReIDRecipe()
     if cfg.reid_epochs:
         reid_recipe = I.ReIDRecipe(**{**reid_recipe.to_dict(), "crop": reid_recipe.crop, "epochs": cfg.reid_epochs})
-    ref_params = reference_deobfuscator_params(cfg.checkpoint)
-    recon_train_idx = _evenly(len(train_ds), recipe.max_train_frames)
-    recon_test_idx = _evenly(len(test_ds), recipe.max_test_frames)
-    meta: dict[str, Any] = {"data": str(cfg.data), "quick": cfg.quick, "attacks": cfg.attacks,
-                            "reconstruction_recipe": recipe.to_dict(), "reid_recipe": reid_recipe.to_dict(),
-                            "deobfuscator_params": ref_params, "attacker_params": R.count_params(recipe.build()),
-                            **_setup_device(device)}
-    notes: list[str] = []
-    seconds: dict[str, float] = {}
+    return recipe, reid_recipe
 
-    recon_train = recon_test = None
-    test_boxes = None
-    if "reconstruction" in cfg.attacks:
+
+class AttackSuite:
+    """One `silhouette attack` run: the frames and adversaries every method shares, then each method's attacks."""
+
+    def __init__(self, cfg: AttackConfig) -> None:
+        from silhouette.data.torch_dataset import FrameDataset
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(0)
+        self.train_ds, self.test_ds = FrameDataset(cfg.data, "train"), FrameDataset(cfg.data, "test")
+        self.recipe, self.reid_recipe = _recipes(cfg)
+        self.ref_params = reference_deobfuscator_params(cfg.checkpoint)
+        self.meta: dict[str, Any] = {
+            "data": str(cfg.data), "quick": cfg.quick, "attacks": cfg.attacks,
+            "reconstruction_recipe": self.recipe.to_dict(), "reid_recipe": self.reid_recipe.to_dict(),
+            "deobfuscator_params": self.ref_params, "attacker_params": count_params(self.recipe.build()),
+            **_setup_device(self.device)}
+        self.notes: list[str] = []
+        self.seconds: dict[str, float] = {}
+        self.recon_train: torch.Tensor | None = None
+        self.recon_test: torch.Tensor | None = None
+        self.test_boxes: list[torch.Tensor] | None = None
+        self.detectors: list[Any] = []
+        self.clips: dict[str, list[torch.Tensor]] = {}
+        self.face_refs: dict[str, list[np.ndarray]] = {}
+        self.reid_train: list[dict[str, Any]] = []
+        self.reid_test: list[dict[str, Any]] = []
+        self.reid_cache: dict[str, Any] = {}
+        self.clean_reid: Any = None
+        if "reconstruction" in cfg.attacks:
+            self._load_reconstruction_frames()
+        if "faces" in cfg.attacks:
+            self.detectors, self.clips, self.meta["faces"] = _face_setup(cfg, self.notes)
+        if "reid" in cfg.attacks:
+            self._load_reid_frames()
+
+    def _load_reconstruction_frames(self) -> None:
+        """The evenly spaced train/test frames of the reconstruction attack and the zero-information floor on them."""
+        import time
+
+        from silhouette.privacy import reconstruction as R
+
         t0 = time.perf_counter()
-        if len(recon_train_idx) == 0 or len(recon_test_idx) == 0:
-            raise SilhouetteError(f"reconstruction attack: {cfg.data} needs frames in both its train and test splits")
-        recon_train, recon_test = uint8_frames(train_ds, recon_train_idx), uint8_frames(test_ds, recon_test_idx)
-        test_boxes = gt_boxes(test_ds, recon_test_idx)
-        meta["scene_prior"] = R.scene_prior_floor(recon_train, recon_test, test_boxes)
-        seconds["load_and_scene_prior"] = time.perf_counter() - t0
-        log.info("zero-information floor (mean train frame): PSNR %.2f dB, SSIM %.3f", meta["scene_prior"]["psnr"],
-                 meta["scene_prior"]["ssim"])
+        train_idx = _evenly(len(self.train_ds), self.recipe.max_train_frames)
+        test_idx = _evenly(len(self.test_ds), self.recipe.max_test_frames)
+        if len(train_idx) == 0 or len(test_idx) == 0:
+            raise SilhouetteError(f"reconstruction attack: {self.cfg.data} needs frames in both its train and test splits")
+        self.recon_train, self.recon_test = uint8_frames(self.train_ds, train_idx), uint8_frames(self.test_ds, test_idx)
+        self.test_boxes = gt_boxes(self.test_ds, test_idx)
+        floor = self.meta["scene_prior"] = R.scene_prior_floor(self.recon_train, self.recon_test, self.test_boxes)
+        self.seconds["load_and_scene_prior"] = time.perf_counter() - t0
+        log.info("zero-information floor (mean train frame): PSNR %.2f dB, SSIM %.3f", floor["psnr"], floor["ssim"])
 
-    detectors: list[Any] = []
-    clips: dict[str, list[torch.Tensor]] = {}
-    face_refs: dict[str, list[np.ndarray]] = {}
-    if "faces" in cfg.attacks:
-        detectors, clips, meta["faces"] = _face_setup(cfg, notes)
-
-    reid_train: list[dict[str, Any]] = []
-    reid_test: list[dict[str, Any]] = []
-    reid_cache: dict[str, Any] = {}
-    clean_reid: Any = None
-    if "reid" in cfg.attacks:
-        if not any(r.get("gt_ids") for r in test_ds.records):
+    def _load_reid_frames(self) -> None:
+        """The re-ID attack's train and test frames (every frame with identities, strided)."""
+        cfg = self.cfg
+        if not any(r.get("gt_ids") for r in self.test_ds.records):
             raise SilhouetteError(f"reid attack: {cfg.data} has no identity ids in its test split; use a pets2009 dataset")
         tr_stride, te_stride = (8, 2) if cfg.quick else (2, 1)
-        reid_train = [train_ds[i] for i in range(0, len(train_ds), tr_stride)]
-        reid_test = [test_ds[i] for i in range(0, len(test_ds), te_stride)]
-        meta["reid_frames"] = {"train": len(reid_train), "test": len(reid_test), "train_stride": tr_stride, "test_stride": te_stride}
+        self.reid_train = [self.train_ds[i] for i in range(0, len(self.train_ds), tr_stride)]
+        self.reid_test = [self.test_ds[i] for i in range(0, len(self.test_ds), te_stride)]
+        self.meta["reid_frames"] = {"train": len(self.reid_train), "test": len(self.reid_test),
+                                    "train_stride": tr_stride, "test_stride": te_stride}
 
-    rows: list[dict[str, Any]] = []
-    for spec in cfg.methods:
-        method = parse_method(spec, cfg.checkpoint, device=device)
-        source = method_source(spec, cfg.checkpoint)
+    def run(self) -> dict[str, Path]:
+        """Attack every method (cached per method in out/methods/), then write the scorecard."""
+        from silhouette.privacy.scorecard import write_scorecard
+
+        cfg = self.cfg
+        rows = [self._attack_method(spec) for spec in cfg.methods]
+        self.meta["seconds"] = {k: round(v, 2) for k, v in self.seconds.items()}
+        if not cfg.utility:
+            self.notes.append("utility columns empty: pass --utility (from `silhouette evaluate`) to fill person AP50 and count MAE")
+        if cfg.quick:
+            self.notes.append("--quick: tiny attackers and few frames; numbers are a smoke test, not a privacy claim")
+        return write_scorecard(cfg.out, rows, self.meta, self.notes)
+
+    def _attack_method(self, spec: str) -> dict[str, Any]:
+        """One method's scorecard row: each requested attack, reusing cached results that still apply."""
+        from silhouette.privacy import reconstruction as R
+
+        cfg = self.cfg
+        method = parse_method(spec, cfg.checkpoint, device=self.device)
         cache_path = cfg.out / "methods" / f"{_safe(method.name)}.json"
         ckpt = cfg.out / "attackers" / f"reconstruction_{_safe(method.name)}.pt"
+        row = self._cached_row(method, method_source(spec, cfg.checkpoint), cache_path, ckpt)
+        transform = _quantised(method.transform)
+        attacker = None
+        if "reconstruction" in cfg.attacks:
+            attacker = self._reconstruction(method, row, transform, cache_path, ckpt)
+        elif ckpt.is_file():
+            attacker = R.load_attacker(ckpt)[0].to(self.device)
+        reconstructor = (lambda x, m=attacker: R.reconstruct(m, x)) if attacker is not None else None
+        # the attacks on reconstructions depend on which attacker made them: a longer-trained one must rerun them
+        made_by = ((row.get("reconstruction") or {}).get("recipe") or True) if attacker is not None else False
+        if "faces" in cfg.attacks:
+            self._faces(method, row, transform, reconstructor, made_by, cache_path)
+        if "reid" in cfg.attacks:
+            self._reid(method, row, transform, reconstructor, made_by, cache_path)
+        row["utility"] = utility_for(cfg.utility, method, spec, cfg.methods)
+        return row
+
+    def _cached_row(self, method: Method, source: dict[str, Any] | None, cache_path: Path, ckpt: Path) -> dict[str, Any]:
+        """The method's cached row, emptied (and its attacker deleted) when it was made for another checkpoint."""
+        from silhouette.fileio import read_json
+
         row: dict[str, Any] = read_json(cache_path) if cache_path.is_file() else {}
         row.pop("provenance", None)  # the cache file's own, rewritten on every save
         if row and not same_source(row.get("source"), source):
@@ -432,61 +470,73 @@ def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
             row = {}
             ckpt.unlink(missing_ok=True)
         row.update({"method": method.name, "family": method.family, "setting": method.setting, "source": source})
-        transform = _quantised(method.transform)
-        deobf_params = reference_deobfuscator_params(method.setting) if (
-            method.family == "ours" and method.name != "ours") else ref_params
-        attacker = None
-        if "reconstruction" in cfg.attacks:
-            t0 = time.perf_counter()
-            cached = row.get("reconstruction")
-            if cached and cached.get("recipe") == recipe.to_dict() and ckpt.is_file():
-                attacker, _ = R.load_attacker(ckpt)
-                attacker = attacker.to(device)
-                if test_boxes is not None and "person_psnr" not in cached.get("test", {}):
-                    # results from before person-region scoring: score the stored attacker, no retraining
-                    metrics, _ = R.evaluate_attacker(attacker, transform, list(_floats(recon_test)), boxes=test_boxes)
-                    cached["test"].update({k: v for k, v in metrics.items() if k.startswith("person_")})
-                    _save_row(cache_path, row)
-            else:
-                res, attacker = R.run_reconstruction_attack(
-                    transform, _floats(recon_train), _floats(recon_test), recipe, ckpt,
-                    method.name, cfg.progress, deobf_params, device=device, test_boxes=test_boxes)
-                row["reconstruction"] = res
+        return row
+
+    def _reconstruction(self, method: Method, row: dict[str, Any], transform: Transform, cache_path: Path,
+                        ckpt: Path) -> Any:
+        """Train (or reload) the reconstruction attacker and score it into `row`; returns the attacker."""
+        import time
+
+        from silhouette.privacy import reconstruction as R
+
+        t0 = time.perf_counter()
+        cached = row.get("reconstruction")
+        if cached and cached.get("recipe") == self.recipe.to_dict() and ckpt.is_file():
+            attacker = R.load_attacker(ckpt)[0].to(self.device)
+            if self.test_boxes is not None and "person_psnr" not in cached.get("test", {}):
+                # results from before person-region scoring: score the stored attacker, no retraining
+                metrics, _ = R.evaluate_attacker(attacker, transform, list(_floats(self.recon_test)), boxes=self.test_boxes)
+                cached["test"].update({k: v for k, v in metrics.items() if k.startswith("person_")})
                 _save_row(cache_path, row)
-            seconds[f"{method.name}/reconstruction"] = time.perf_counter() - t0
-            log.info("%s: reconstruction PSNR %.2f dB, SSIM %.3f", method.name, row["reconstruction"]["test"]["psnr"],
-                     row["reconstruction"]["test"]["ssim"])
-        elif ckpt.is_file():
-            attacker = R.load_attacker(ckpt)[0].to(device)
-        reconstructor = (lambda x, m=attacker: R.reconstruct(m, x)) if attacker is not None else None
-        # the attacks on reconstructions depend on which attacker made them: a longer-trained one must rerun them
-        made_by = ((row.get("reconstruction") or {}).get("recipe") or True) if attacker is not None else False
-        if "faces" in cfg.attacks:
-            t0 = time.perf_counter()
-            # other footage, or Haar counts from before duplicate boxes were merged, must not be reused
-            key = {"detectors": [d.name for d in detectors], "quick": cfg.quick, "reconstructed": made_by,
-                   "footage": [s["path"] + (f"@{s['split']}" if s["split"] else "") for s in meta["faces"]["footage"]],
-                   "haar_merge_iou": F_.HAAR_MERGE_IOU}
-            if (row.get("faces") or {}).get("key") != key:
-                row["faces"] = {"key": key, **F_.run_face_attack(detectors, clips, transform, reconstructor,
-                                                                 references=face_refs)}
-                _save_row(cache_path, row)
-            seconds[f"{method.name}/faces"] = time.perf_counter() - t0
-        if "reid" in cfg.attacks:
-            t0 = time.perf_counter()
-            key = {"recipe": reid_recipe.to_dict(), "quick": cfg.quick, "reconstructed": made_by}
-            if (row.get("reid") or {}).get("key") != key:
-                res, clean_reid = I.run_reid_attack(reid_train, reid_test, transform, reconstructor, reid_recipe,
-                                                    clean_reid, method.name, cfg.progress, device=device,
-                                                    cache=reid_cache)
-                row["reid"] = {"key": key, **res}
-                _save_row(cache_path, row)
-            seconds[f"{method.name}/reid"] = time.perf_counter() - t0
-        row["utility"] = utility_for(cfg.utility, method, spec, cfg.methods)
-        rows.append(row)
-    meta["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    if not cfg.utility:
-        notes.append("utility columns empty: pass --utility (from `silhouette evaluate`) to fill person AP50 and count MAE")
-    if cfg.quick:
-        notes.append("--quick: tiny attackers and few frames; numbers are a smoke test, not a privacy claim")
-    return write_scorecard(cfg.out, rows, meta, notes)
+        else:
+            deobf_params = reference_deobfuscator_params(method.setting) if (
+                method.family == "ours" and method.name != "ours") else self.ref_params
+            res, attacker = R.run_reconstruction_attack(
+                transform, _floats(self.recon_train), _floats(self.recon_test), self.recipe, ckpt,
+                method.name, self.cfg.progress, deobf_params, device=self.device, test_boxes=self.test_boxes)
+            row["reconstruction"] = res
+            _save_row(cache_path, row)
+        self.seconds[f"{method.name}/reconstruction"] = time.perf_counter() - t0
+        log.info("%s: reconstruction PSNR %.2f dB, SSIM %.3f", method.name, row["reconstruction"]["test"]["psnr"],
+                 row["reconstruction"]["test"]["ssim"])
+        return attacker
+
+    def _faces(self, method: Method, row: dict[str, Any], transform: Transform, reconstructor: Transform | None,
+               made_by: Any, cache_path: Path) -> None:
+        """The face-exposure attack into `row`, unless its cached result was made the same way."""
+        import time
+
+        from silhouette.privacy import faces as F_
+
+        t0 = time.perf_counter()
+        # other footage, or Haar counts from before duplicate boxes were merged, must not be reused
+        key = {"detectors": [d.name for d in self.detectors], "quick": self.cfg.quick, "reconstructed": made_by,
+               "footage": [s["path"] + (f"@{s['split']}" if s["split"] else "") for s in self.meta["faces"]["footage"]],
+               "haar_merge_iou": F_.HAAR_MERGE_IOU}
+        if (row.get("faces") or {}).get("key") != key:
+            row["faces"] = {"key": key, **F_.run_face_attack(self.detectors, self.clips, transform, reconstructor,
+                                                             references=self.face_refs)}
+            _save_row(cache_path, row)
+        self.seconds[f"{method.name}/faces"] = time.perf_counter() - t0
+
+    def _reid(self, method: Method, row: dict[str, Any], transform: Transform, reconstructor: Transform | None,
+              made_by: Any, cache_path: Path) -> None:
+        """The re-identification attack into `row`, unless its cached result was made the same way."""
+        import time
+
+        from silhouette.privacy import reid as I
+
+        t0 = time.perf_counter()
+        key = {"recipe": self.reid_recipe.to_dict(), "quick": self.cfg.quick, "reconstructed": made_by}
+        if (row.get("reid") or {}).get("key") != key:
+            res, self.clean_reid = I.run_reid_attack(self.reid_train, self.reid_test, transform, reconstructor,
+                                                     self.reid_recipe, self.clean_reid, method.name, self.cfg.progress,
+                                                     device=self.device, cache=self.reid_cache)
+            row["reid"] = {"key": key, **res}
+            _save_row(cache_path, row)
+        self.seconds[f"{method.name}/reid"] = time.perf_counter() - t0
+
+
+def run_attacks(cfg: AttackConfig) -> dict[str, Path]:
+    """Run every requested attack on every method (cached per method in out/methods/), then write the scorecard."""
+    return AttackSuite(cfg).run()

@@ -21,15 +21,11 @@ from torch import nn
 
 from silhouette.errors import SilhouetteError
 from silhouette.imaging import check_image
+from silhouette.models.cost import count_params
 
 log = logging.getLogger(__name__)
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 class _DoubleConv(nn.Sequential):
@@ -141,11 +137,11 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def obfuscate_frames(transform: Transform, frames: Iterable[torch.Tensor], batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """(clean, obfuscated) as uint8 [N,3,H,W] stacks; the transform runs frozen, in batches, without gradients."""
+    from silhouette.privacy.reid import batched
+
     clean: list[torch.Tensor] = []
     obf: list[torch.Tensor] = []
-    batch: list[torch.Tensor] = []
-
-    def flush() -> None:
+    for batch in batched(frames, batch_size):
         x = torch.stack(batch)
         with torch.no_grad():
             y = transform(x)
@@ -154,14 +150,6 @@ def obfuscate_frames(transform: Transform, frames: Iterable[torch.Tensor], batch
             raise SilhouetteError(f"obfuscation changed the frame shape {tuple(x.shape)} -> {tuple(y.shape)}")
         clean.append(_to_uint8(x))
         obf.append(_to_uint8(y))
-        batch.clear()
-
-    for f in frames:
-        batch.append(f)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
     if not clean:
         raise SilhouetteError("no frames to attack (empty split?)")
     return torch.cat(clean), torch.cat(obf)
@@ -195,6 +183,60 @@ def load_attacker(path: str | Path) -> tuple[AttackerUNet, dict[str, Any]]:
     return model.eval(), {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
 
 
+def _resume_attacker(ckpt: Path | None, model: nn.Module, opt: torch.optim.Optimizer, recipe: ReconstructionRecipe,
+                     method: str) -> tuple[int, list[dict[str, float]]]:
+    """Load `ckpt` into model and optimiser when it holds this recipe and method; returns (start epoch, history)."""
+    if ckpt is None or not ckpt.is_file():
+        return 0, []
+    from silhouette.models.checkpoint import safe_torch_load
+
+    state = safe_torch_load(ckpt, "attacker checkpoint")
+    # a longer run of the same recipe continues where the stored one stopped
+    same = {k: v for k, v in state.get("recipe", {}).items() if k != "epochs"} == {
+        k: v for k, v in recipe.to_dict().items() if k != "epochs"}
+    if not (same and state.get("method") == method and int(state["epoch"]) <= recipe.epochs):
+        log.warning("%s: holds another recipe or method; training a fresh attacker and overwriting it", ckpt)
+        return 0, []
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    start = int(state["epoch"])
+    log.info("reconstruction attacker (%s): resuming after epoch %d from %s", method, start, ckpt)
+    return start, list(state["history"])
+
+
+def _attacker_epoch(model: nn.Module, opt: torch.optim.Optimizer, clean: torch.Tensor, obf: torch.Tensor,
+                    recipe: ReconstructionRecipe, gen: torch.Generator, steps: int, bar: Any, epoch: int) -> float:
+    """Epoch `epoch` (0-based) of random-crop MSE steps; returns the mean train-crop MSE."""
+    n, _, H, W = clean.shape
+    ch, cw = min(recipe.crop[0], H), min(recipe.crop[1], W)
+    model.train()
+    order = torch.randperm(n * recipe.crops_per_frame, generator=gen) % n
+    # summed on the device in float64 (the same arithmetic as a Python float) so GPU steps need no sync
+    total = torch.zeros((), dtype=torch.float64, device=clean.device)
+    count = 0
+    for s in range(steps):
+        idx = order[s * recipe.batch_size : (s + 1) * recipe.batch_size]
+        if len(idx) == 0:
+            continue
+        ys = torch.randint(0, H - ch + 1, (len(idx),), generator=gen)
+        xs = torch.randint(0, W - cw + 1, (len(idx),), generator=gen)
+        # plain ints: slicing a device tensor with CPU scalars would sync on every crop
+        at = list(zip(idx.tolist(), ys.tolist(), xs.tolist()))
+        x = torch.stack([obf[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in at]).float() / 255
+        t = torch.stack([clean[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in at]).float() / 255
+        loss = F.mse_loss(model(x), t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach().double() * len(idx)
+        count += len(idx)
+        bar.update(1)
+        if not bar.disable:
+            bar.set_postfix(epoch=epoch + 1, mse=f"{float(loss.detach()):.4f}")
+    return float(total) / max(count, 1)
+
+
 def train_attacker(
     transform: Transform,
     train_frames: Iterable[torch.Tensor],
@@ -226,58 +268,16 @@ def train_attacker(
         clean, obf = clean[: recipe.max_train_frames], obf[: recipe.max_train_frames]
     device = torch.device(device)
     clean, obf = clean.to(device), obf.to(device)
-    n, _, H, W = clean.shape
-    ch, cw = min(recipe.crop[0], H), min(recipe.crop[1], W)
     model = recipe.build().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
-    history: list[dict[str, float]] = []
-    start = 0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.is_file():
-        from silhouette.models.checkpoint import safe_torch_load
-
-        state = safe_torch_load(ckpt, "attacker checkpoint")
-        # a longer run of the same recipe continues where the stored one stopped
-        same = {k: v for k, v in state.get("recipe", {}).items() if k != "epochs"} == {
-            k: v for k, v in recipe.to_dict().items() if k != "epochs"}
-        if same and state.get("method") == method and int(state["epoch"]) <= recipe.epochs:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"])
-            start, history = int(state["epoch"]), list(state["history"])
-            log.info("reconstruction attacker (%s): resuming after epoch %d from %s", method, start, ckpt)
-        else:
-            log.warning("%s: holds another recipe or method; training a fresh attacker and overwriting it", ckpt)
+    start, history = _resume_attacker(ckpt, model, opt, recipe, method)
     gen = torch.Generator().manual_seed(recipe.seed + 1000 * start)
-    steps_per_epoch = max(1, math.ceil(n * recipe.crops_per_frame / recipe.batch_size))
+    steps_per_epoch = max(1, math.ceil(len(clean) * recipe.crops_per_frame / recipe.batch_size))
     bar = tqdm(total=(recipe.epochs - start) * steps_per_epoch, desc=f"reconstruction attacker [{method}]",
                disable=not progress, unit="step", leave=False)
     for epoch in range(start, recipe.epochs):
-        model.train()
-        order = torch.randperm(n * recipe.crops_per_frame, generator=gen) % n
-        # summed on the device in float64 (the same arithmetic as a Python float) so GPU steps need no sync
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        count = 0
-        for s in range(steps_per_epoch):
-            idx = order[s * recipe.batch_size : (s + 1) * recipe.batch_size]
-            if len(idx) == 0:
-                continue
-            ys = torch.randint(0, H - ch + 1, (len(idx),), generator=gen)
-            xs = torch.randint(0, W - cw + 1, (len(idx),), generator=gen)
-            # plain ints: slicing a device tensor with CPU scalars would sync on every crop
-            at = list(zip(idx.tolist(), ys.tolist(), xs.tolist()))
-            x = torch.stack([obf[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in at]).float() / 255
-            t = torch.stack([clean[i, :, y : y + ch, x0 : x0 + cw] for i, y, x0 in at]).float() / 255
-            loss = F.mse_loss(model(x), t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach().double() * len(idx)
-            count += len(idx)
-            bar.update(1)
-            if progress:
-                bar.set_postfix(epoch=epoch + 1, mse=f"{float(loss.detach()):.4f}")
-        mse = float(total) / max(count, 1)
+        mse = _attacker_epoch(model, opt, clean, obf, recipe, gen, steps_per_epoch, bar, epoch)
         history.append({"epoch": epoch + 1, "loss": mse, "psnr": 10 * math.log10(1 / max(mse, 1e-12))})
         if ckpt is not None:
             save_attacker(ckpt, _checkpoint_state(model, opt, epoch + 1, history, recipe, method))
