@@ -137,11 +137,11 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 def obfuscate_frames(transform: Transform, frames: Iterable[torch.Tensor], batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """(clean, obfuscated) as uint8 [N,3,H,W] stacks; the transform runs frozen, in batches, without gradients."""
-    from silhouette.privacy.reid import batched
-
     clean: list[torch.Tensor] = []
     obf: list[torch.Tensor] = []
-    for batch in batched(frames, batch_size):
+    batch: list[torch.Tensor] = []
+
+    def flush() -> None:
         x = torch.stack(batch)
         with torch.no_grad():
             y = transform(x)
@@ -150,6 +150,14 @@ def obfuscate_frames(transform: Transform, frames: Iterable[torch.Tensor], batch
             raise SilhouetteError(f"obfuscation changed the frame shape {tuple(x.shape)} -> {tuple(y.shape)}")
         clean.append(_to_uint8(x))
         obf.append(_to_uint8(y))
+        batch.clear()
+
+    for f in frames:
+        batch.append(f)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
     if not clean:
         raise SilhouetteError("no frames to attack (empty split?)")
     return torch.cat(clean), torch.cat(obf)
