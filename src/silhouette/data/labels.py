@@ -81,6 +81,46 @@ def _prepare_detector(detector: "Detector", score_threshold: float) -> "Detector
     return detector
 
 
+def _add_frame(images: list[dict[str, Any]], annotations: list[dict[str, Any]], file: str, det: "Detections",
+               thr: float, size: tuple[int, int]) -> None:
+    """Append one frame and its person boxes at or above `thr` as COCO image and annotation entries."""
+    W, H = size
+    image_id = len(images) + 1
+    images.append({"id": image_id, "file_name": file, "width": W, "height": H})
+    persons = det.persons(thr)
+    for box, score in zip(persons.boxes.tolist(), persons.scores.tolist()):
+        x1, y1, x2, y2 = box
+        w, h = max(x2 - x1, 0.0), max(y2 - y1, 0.0)
+        annotations.append({
+            "id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+            "bbox": [round(x1, 4), round(y1, 4), round(w, 4), round(h, 4)],
+            "area": round(w * h, 4), "score": round(float(score), 6), "iscrowd": 0,
+        })
+
+
+def _label_frames(dataset: Any, detector: "Detector", detector_spec: str, thr: float, batch_size: int,
+                  progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The detector over every frame of `dataset`: COCO image and annotation entries."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from silhouette.data.torch_dataset import collate_frames
+
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_frames, num_workers=0)
+    with torch.no_grad(), tqdm(total=len(dataset), desc=f"label {detector_spec}", unit="frame", disable=not progress) as bar:
+        for batch in loader:
+            dets = detector.predict(batch["image"])
+            if len(dets) != len(batch["file"]):
+                raise SilhouetteError(f"detector {detector_spec!r} returned {len(dets)} results for {len(batch['file'])} frames")
+            for file, det in zip(batch["file"], dets):
+                _add_frame(images, annotations, file, det, thr, dataset.size)
+            bar.update(len(dets))
+    return images, annotations
+
+
 def build_pseudo_labels(
     root: str | Path,
     detector_spec: str,
@@ -91,11 +131,7 @@ def build_pseudo_labels(
     detector: "Detector | None" = None,
 ) -> Path:
     """Run the detector over the prepared frames (one split or all) and write the COCO pseudo-label file."""
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from silhouette.data.torch_dataset import FrameDataset, collate_frames
+    from silhouette.data.torch_dataset import FrameDataset
     from silhouette.fileio import write_json
 
     thr = _check_threshold(score_threshold)
@@ -109,28 +145,7 @@ def build_pseudo_labels(
 
         detector = create_detector(detector_spec)
     detector = _prepare_detector(detector, thr)
-    W, H = dataset.size
-    images: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_frames, num_workers=0)
-    with torch.no_grad(), tqdm(total=len(dataset), desc=f"label {detector_spec}", unit="frame", disable=not progress) as bar:
-        for batch in loader:
-            dets = detector.predict(batch["image"])
-            if len(dets) != len(batch["file"]):
-                raise SilhouetteError(f"detector {detector_spec!r} returned {len(dets)} results for {len(batch['file'])} frames")
-            for file, det in zip(batch["file"], dets):
-                image_id = len(images) + 1
-                images.append({"id": image_id, "file_name": file, "width": W, "height": H})
-                persons = det.persons(thr)
-                for box, score in zip(persons.boxes.tolist(), persons.scores.tolist()):
-                    x1, y1, x2, y2 = box
-                    w, h = max(x2 - x1, 0.0), max(y2 - y1, 0.0)
-                    annotations.append({
-                        "id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                        "bbox": [round(x1, 4), round(y1, 4), round(w, 4), round(h, 4)],
-                        "area": round(w * h, 4), "score": round(float(score), 6), "iscrowd": 0,
-                    })
-            bar.update(len(dets))
+    images, annotations = _label_frames(dataset, detector, detector_spec, thr, batch_size, progress)
     coco = {
         "info": {
             "description": "silhouette pseudo-labels: detector person boxes on clean frames",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Callable
 
 from silhouette.errors import SilhouetteError
 
@@ -94,11 +95,55 @@ def _csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+def _baseline_source(spec: str) -> tuple[Callable[[Any], Any], str]:
+    """--baseline METHOD:NUMBER as a frame transform and its description."""
+    from silhouette.evaluation.baselines import get_baseline
+
+    method, _, param = spec.partition(":")
+    base = get_baseline(method.strip())
+    try:
+        value = float(param)
+    except ValueError as exc:
+        raise SilhouetteError(f"--baseline {spec!r}: expected METHOD:NUMBER, e.g. blur:2.0") from exc
+    return (lambda x: base.apply(x, value)), f"baseline {base.name} ({base.describe(value)})"
+
+
+def _checkpoint_source(checkpoint: str | None) -> tuple[Any, str, str | None]:
+    """The obfuscator of --checkpoint (else the shipped default), its description and the detector it was trained on."""
+    from silhouette.detectors.adapt import refuse_private
+    from silhouette.models.checkpoint import DEFAULT_CHECKPOINT, build_from_entry, read_checkpoint
+
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    if not checkpoint and not path.is_file():
+        raise SilhouetteError(f"no --checkpoint given and the default obfuscator {path} is not installed")
+    ckpt = read_checkpoint(path)
+    refuse_private(ckpt, path)
+    det_cfg = (ckpt.get("config") or {}).get("detector")
+    trained_on = det_cfg.get("spec") if isinstance(det_cfg, dict) else None
+    return build_from_entry(ckpt["obfuscator"], path).eval(), f"checkpoint {path}", trained_on
+
+
+def _evaluation_detectors(spec: str | None, trained_on: str | None) -> list[str]:
+    """--detectors as a list: 'all' usable ones; none given: the one trained against, else every usable zoo detector."""
+    from silhouette.evaluation.evaluate import available_detectors
+
+    dets = _csv(spec)
+    if dets == ["all"]:
+        return available_detectors()[0]
+    if dets is not None:
+        return dets
+    if trained_on:
+        return [trained_on]
+    from silhouette.detectors.onnx_zoo import ZOO
+
+    return [d for d in available_detectors(include_torchvision=False)[0] if d in ZOO]
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     """Handler of `silhouette evaluate`."""
     import torch
 
-    from silhouette.evaluation.evaluate import available_detectors, evaluate_obfuscator, format_evaluation, jsonable
+    from silhouette.evaluation.evaluate import evaluate_obfuscator, format_evaluation, jsonable
     from silhouette.fileio import write_json
 
     _quiet_coco_logs()
@@ -110,49 +155,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if not data.is_dir():
         raise SilhouetteError(f"--data {data}: folder not found; prepare it with `silhouette prepare DATASET --out {data}`")
     split_name = args.split or _default_split(data, _csv(args.cameras))  # before any model is loaded
-    trained_on = None
-    what: str
-    reference: dict[str, str] | None = None
+    trained_on, reference = None, None
     if args.pair:
-        transform, what, dets, reference = _pair_source(args)
+        transform, what, dets, reference = _pair_source(args)  # the pair names its own detector
     elif args.clean:
         transform, what = None, "clean frames"
     elif args.baseline:
-        from silhouette.evaluation.baselines import get_baseline
-
-        method, _, param = args.baseline.partition(":")
-        base = get_baseline(method.strip())
-        try:
-            value = float(param)
-        except ValueError as exc:
-            raise SilhouetteError(f"--baseline {args.baseline!r}: expected METHOD:NUMBER, e.g. blur:2.0") from exc
-        transform = lambda x: base.apply(x, value)  # noqa: E731
-        what = f"baseline {base.name} ({base.describe(value)})"
+        transform, what = _baseline_source(args.baseline)
     else:
-        from silhouette.models.checkpoint import DEFAULT_CHECKPOINT, build_from_entry, read_checkpoint
-
-        path = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
-        if not args.checkpoint and not path.is_file():
-            raise SilhouetteError(f"no --checkpoint given and the default obfuscator {path} is not installed")
-        ckpt = read_checkpoint(path)
-        from silhouette.detectors.adapt import refuse_private
-
-        refuse_private(ckpt, path)
-        transform = build_from_entry(ckpt["obfuscator"], path).eval()
-        det_cfg = (ckpt.get("config") or {}).get("detector")
-        trained_on = det_cfg.get("spec") if isinstance(det_cfg, dict) else None
-        what = f"checkpoint {path}"
-    if args.pair:
-        pass  # the pair names its own detector
-    elif (dets := _csv(args.detectors)) == ["all"]:
-        dets = available_detectors()[0]
-    elif dets is None:
-        if trained_on:
-            dets = [trained_on]
-        else:
-            from silhouette.detectors.onnx_zoo import ZOO
-
-            dets = [d for d in available_detectors(include_torchvision=False)[0] if d in ZOO]
+        transform, what, trained_on = _checkpoint_source(args.checkpoint)
+    if not args.pair:
+        dets = _evaluation_detectors(args.detectors, trained_on)
     split = None if split_name == "all" else split_name
     # scoped, not global: the CLI also runs in-process (tests, notebooks) where later code needs autograd
     with torch.no_grad():

@@ -156,19 +156,22 @@ def _used_datasets(cfg: Mapping[str, Any], names: Sequence[str]) -> set[str]:
     return used
 
 
-def run_sections(
-    cfg: Mapping[str, Any], ctx: Context, only: Sequence[str] | None = None, quick: bool = False
-) -> list[Section]:
-    """Build every requested section; a missing input makes that section 'not run', never the whole report."""
-    from tqdm import tqdm
+SECTION_TITLES = {
+    "generalisation": "Table 1 — Generalisation across cameras and datasets",
+    "cross_detector": "Table 2 — Cross-detector accuracy",
+    "baselines": "Table 3 — Obfuscation baselines at matched accuracy",
+    "cost": "Table 4 — Computational cost",
+    "width_sweep": "Figure 2 — Accuracy vs obfuscator cost (width sweep)",
+    "examples": "Figures 3–4 — Example frames",
+}
 
-    names = list(only or SECTIONS)
-    tables = cfg.get("tables") or {}
-    tests = _test_sets(cfg)
+
+def _section_builders(cfg: Mapping[str, Any], ctx: Context, quick: bool,
+                      tests: Mapping[str, TestSet]) -> dict[str, Callable[[dict[str, Any]], Section]]:
+    """Each section's builder: its `tables.<section>` options -> the section, defaults from the config's top level."""
     quick_cfg = {**QUICK_DEFAULTS, **(cfg.get("quick") or {})}
     default_ckpt = cfg.get("checkpoint")
     default_det = cfg.get("detector")
-    missing_ds = _ensure_datasets(cfg, _used_datasets(cfg, names), ctx.progress)
 
     def test_ref(sec: str, ref: Any) -> TestSet | None:
         if ref is None:
@@ -180,7 +183,7 @@ def run_sections(
     def tests_ref(sec: str, refs: Any) -> list[TestSet]:
         return [t for t in (test_ref(sec, r) for r in ([refs] if isinstance(refs, str) else list(refs or []))) if t]
 
-    builders: dict[str, Callable[[dict[str, Any]], Section]] = {
+    return {
         "generalisation": lambda o: _tables().generalisation_table(
             ctx, o.get("train") or {}, tests_ref("generalisation", o.get("test")), o.get("detector") or default_det),
         "cross_detector": lambda o: _tables().cross_detector_table(
@@ -200,29 +203,36 @@ def run_sections(
             ctx, o.get("checkpoint", default_ckpt), tests_ref("examples", o.get("tests")),
             int(quick_cfg["examples"]) if quick else int(o.get("n", 4)), o.get("detector") or default_det),
     }
-    titles = {"generalisation": "Table 1 — Generalisation across cameras and datasets",
-              "cross_detector": "Table 2 — Cross-detector accuracy",
-              "baselines": "Table 3 — Obfuscation baselines at matched accuracy",
-              "cost": "Table 4 — Computational cost",
-              "width_sweep": "Figure 2 — Accuracy vs obfuscator cost (width sweep)",
-              "examples": "Figures 3–4 — Example frames"}
+
+
+def run_sections(
+    cfg: Mapping[str, Any], ctx: Context, only: Sequence[str] | None = None, quick: bool = False
+) -> list[Section]:
+    """Build every requested section; a missing input makes that section 'not run', never the whole report."""
+    from tqdm import tqdm
+
+    names = list(only or SECTIONS)
+    tables = cfg.get("tables") or {}
+    tests = _test_sets(cfg)
+    missing_ds = _ensure_datasets(cfg, _used_datasets(cfg, names), ctx.progress)
+    builders = _section_builders(cfg, ctx, quick, tests)
     sections = []
     for name in tqdm(names, desc="reproduce", unit="section", disable=not ctx.progress):
         opts = dict(tables.get(name) or {})
         if name not in tables:
-            sections.append(Section(name, titles[name], not_run=f"not configured (add tables.{name} to the config)"))
+            sections.append(Section(name, SECTION_TITLES[name], not_run=f"not configured (add tables.{name} to the config)"))
             continue
         refs = opts.get("tests") if name == "examples" else opts.get("test")
         used = [cfg["test_sets"][r]["dataset"] for r in ([refs] if isinstance(refs, str) else list(refs or [])) if r in tests]
         blocked = [missing_ds[d] for d in used if d in missing_ds]
         if blocked:
-            sections.append(Section(name, titles[name], not_run=blocked[0]))
+            sections.append(Section(name, SECTION_TITLES[name], not_run=blocked[0]))
             continue
         try:
             sections.append(builders[name](opts))
         except SilhouetteError as exc:
             # a broken input (corrupt checkpoint, unknown camera) stops this section only
-            sections.append(Section(name, titles[name], not_run=str(exc)))
+            sections.append(Section(name, SECTION_TITLES[name], not_run=str(exc)))
     return sections
 
 

@@ -18,6 +18,25 @@ from silhouette.registry import Registry
 DEFAULT_STAGES: tuple[tuple[float, int, int, int], ...] = ((6, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2))
 
 
+def _check_settings(width: float, depth: float, stem_stride: int, stages: Sequence[Sequence[float]], head_kernel: int,
+                    head: str, output_levels: int, output_scale: int) -> None:
+    """One clear error for an autoencoder setting out of range."""
+    if width <= 0 or depth <= 0:
+        raise SilhouetteError(f"autoencoder width and depth must be > 0, got width={width}, depth={depth}")
+    if head_kernel not in (1, 3):
+        raise SilhouetteError(f"autoencoder head_kernel must be 1 or 3, got {head_kernel}")
+    if stem_stride not in (1, 2, 4):
+        raise SilhouetteError(f"autoencoder stem_stride must be 1, 2 or 4, got {stem_stride}")
+    if head not in ("conv", "shuffle"):
+        raise SilhouetteError(f"autoencoder head must be 'conv' or 'shuffle', got {head!r}")
+    if output_levels == 1 or output_levels < 0 or output_levels > 256:
+        raise SilhouetteError(f"autoencoder output_levels must be 0 (off) or 2..256, got {output_levels}")
+    if output_scale not in (1, 2, 4, 8, 16):
+        raise SilhouetteError(f"autoencoder output_scale must be 1, 2, 4, 8 or 16, got {output_scale}")
+    if any(len(st) not in (4, 5) for st in stages):
+        raise SilhouetteError(f"autoencoder stages: each is (expansion, channels, repeats, stride[, fused]), got {list(stages)}")
+
+
 class MobileAutoencoder(nn.Module):
     """Stem conv, inverted-residual encoder with stride-2 stages, upsample+DS-conv decoder with additive skips; sigmoid.
 
@@ -51,20 +70,7 @@ class MobileAutoencoder(nn.Module):
         output_scale: int = 1,
     ) -> None:
         super().__init__()
-        if width <= 0 or depth <= 0:
-            raise SilhouetteError(f"autoencoder width and depth must be > 0, got width={width}, depth={depth}")
-        if head_kernel not in (1, 3):
-            raise SilhouetteError(f"autoencoder head_kernel must be 1 or 3, got {head_kernel}")
-        if stem_stride not in (1, 2, 4):
-            raise SilhouetteError(f"autoencoder stem_stride must be 1, 2 or 4, got {stem_stride}")
-        if head not in ("conv", "shuffle"):
-            raise SilhouetteError(f"autoencoder head must be 'conv' or 'shuffle', got {head!r}")
-        if output_levels == 1 or output_levels < 0 or output_levels > 256:
-            raise SilhouetteError(f"autoencoder output_levels must be 0 (off) or 2..256, got {output_levels}")
-        if output_scale not in (1, 2, 4, 8, 16):
-            raise SilhouetteError(f"autoencoder output_scale must be 1, 2, 4, 8 or 16, got {output_scale}")
-        if any(len(st) not in (4, 5) for st in stages):
-            raise SilhouetteError(f"autoencoder stages: each is (expansion, channels, repeats, stride[, fused]), got {list(stages)}")
+        _check_settings(width, depth, stem_stride, stages, head_kernel, head, output_levels, output_scale)
         self.config: dict[str, Any] = dict(
             width=width, depth=depth, stem_channels=stem_channels, stem_stride=stem_stride,
             stages=[list(s) for s in stages], decoder_blocks=decoder_blocks,
@@ -77,7 +83,6 @@ class MobileAutoencoder(nn.Module):
         if output_scale != 1:
             self.config["output_scale"] = int(output_scale)
         self.grey, self.output_scale, self.out_channels = bool(grey), int(output_scale), out_channels
-        out_channels = 1 if grey else out_channels
         self.output_levels = int(output_levels)
         self.skips = skips
         ch = make_divisible(stem_channels * width)
@@ -85,11 +90,20 @@ class MobileAutoencoder(nn.Module):
         if stem_stride == 4:
             stem.append(ConvBNAct(ch, ch, 3, 2, groups=ch))
         self.stem = nn.Sequential(*stem)
+        self.total_stride = stem_stride
+        enc, ch, skips_ch, kind_at = self._encoder_blocks(ch, stages, width, depth)
+        self.encoder = nn.Sequential(*enc)
+        self._skip_from = [i for i, blk in enumerate(enc) if blk.stride == 2]  # encoder inputs kept for the skips
+        dec, ch = self._decoder_blocks(ch, skips_ch, kind_at, decoder_blocks, decoder_expansion)
+        self._build_head(dec, ch, 1 if grey else out_channels, head, head_kernel, stem_stride)
+
+    def _encoder_blocks(self, ch: int, stages: Sequence[Sequence[float]], width: float,
+                        depth: float) -> tuple[list[nn.Module], int, list[int], dict[int, tuple[bool, float]]]:
+        """The encoder's blocks, its output channels, the channels at each stride-2 boundary and each scale's block kind."""
         enc: list[nn.Module] = []
         skips_ch: list[int] = []  # channels at each stride-2 boundary, mirrored by the decoder
         # the block kind of the encoder stage whose output lives at each scale; the decoder uses it there too
         kind_at: dict[int, tuple[bool, float]] = {}
-        self.total_stride = stem_stride
         for t, c, n, s, *rest in stages:
             fused = bool(rest[0]) if rest else False
             out_ch = make_divisible(c * width)
@@ -103,9 +117,12 @@ class MobileAutoencoder(nn.Module):
                 enc.append(block(ch, out_ch, stride, float(t)))
                 ch = out_ch
             kind_at.setdefault(self.total_stride, (fused, float(t)))
-        self.encoder = nn.Sequential(*enc)
+        return enc, ch, skips_ch, kind_at
+
+    def _decoder_blocks(self, ch: int, skips_ch: list[int], kind_at: dict[int, tuple[bool, float]],
+                        decoder_blocks: int, decoder_expansion: float) -> tuple[list[nn.Module], int]:
+        """Upsampling blocks back to the stem's scale, each stage mirroring the encoder's block kind there."""
         dec: list[nn.Module] = []
-        self._skip_from = [i for i, blk in enumerate(enc) if blk.stride == 2]  # encoder inputs kept for the skips
         self._skip_to: list[int] = []  # decoder blocks whose output gets the matching encoder feature added
         scale = self.total_stride
         for target in reversed(skips_ch):
@@ -116,6 +133,11 @@ class MobileAutoencoder(nn.Module):
             for _ in range(max(0, decoder_blocks - 1)):
                 dec.append(FusedInvertedResidual(target, target, 1, t) if fused else InvertedResidual(target, target, 1, float(decoder_expansion)))
             ch = target
+        return dec, ch
+
+    def _build_head(self, dec: list[nn.Module], ch: int, out_channels: int, head: str, head_kernel: int,
+                    stem_stride: int) -> None:
+        """The decoder and the output head, which undoes the stem's downsampling."""
         if head == "shuffle":
             self.decoder = nn.Sequential(*dec)
             # sub-pixel output: each stem-stride cell predicts its s x s pixels, so nothing runs at full resolution
