@@ -8,6 +8,7 @@ import torch
 from silhouette.errors import SilhouetteError
 from silhouette.privacy.reid import (
     ReIDRecipe,
+    batched,
     evaluate_reid,
     extract_crops,
     rank_metrics,
@@ -29,6 +30,13 @@ def test_crops_follow_gt_boxes(pets_items: list[dict]) -> None:
     assert len(crops) == n_expected > 0
     assert crops.crops.shape[1:] == (3, 64, 32) and crops.crops.dtype == torch.uint8
     assert len(crops.identities()) >= 2
+
+
+def test_batches_do_not_change_the_crops(pets_items: list[dict]) -> None:
+    assert list(batched(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]] and list(batched([], 3)) == []
+    one, uneven = extract_crops(iter(pets_items[:7]), batch_size=16), extract_crops(iter(pets_items[:7]), batch_size=3)
+    assert torch.equal(one.crops, uneven.crops) and torch.equal(one.ids, uneven.ids)
+    assert torch.equal(one.frames, uneven.frames)
 
 
 def test_reid_attacker_beats_chance_on_clean_crops(pets_items: list[dict]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from silhouette.errors import SilhouetteError
 
 CROP_SIZE = (64, 32)  # (H, W)
 Transform = Callable[[torch.Tensor], torch.Tensor]
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,6 +55,18 @@ def roi_crops(images: torch.Tensor, boxes: list[torch.Tensor], size: tuple[int, 
     return roi_align(images, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
 
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter), read lazily from any iterable."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def extract_crops(
     items: Iterable[Mapping[str, Any]],
     transform: Transform | None = None,
@@ -69,9 +82,7 @@ def extract_crops(
     crops: list[torch.Tensor] = []
     ids: list[torch.Tensor] = []
     frames: list[torch.Tensor] = []
-    batch: list[Mapping[str, Any]] = []
-
-    def flush() -> None:
+    for batch in batched(items, batch_size):
         images = torch.stack([it["image"] for it in batch])
         if transform is not None:
             with torch.no_grad():
@@ -89,14 +100,6 @@ def extract_crops(
             crops.append(out.clamp(0, 1).mul(255).round().to(torch.uint8))
             ids.extend(keep_ids)
             frames.extend(keep_frames)
-        batch.clear()
-
-    for it in items:
-        batch.append(it)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
     if not crops:
         raise SilhouetteError("no person crops: the frames carry no ground-truth boxes with identities (use pets2009)")
     return CropSet(torch.cat(crops), torch.cat(ids), torch.cat(frames))
