@@ -137,13 +137,15 @@ class ReIDNet(nn.Module):
 class ReIDRecipe:
     """How the re-ID attacker is trained; recorded with every result."""
 
+    # the network and what it sees
     embedding_dim: int = 128
     width: int = 32
+    crop: tuple[int, int] = CROP_SIZE
+    # how it is trained
     epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 5e-4
-    crop: tuple[int, int] = CROP_SIZE
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
