@@ -260,6 +260,23 @@ def render_report(sections: Sequence[Section], header: Mapping[str, Any]) -> str
     return "\n".join(lines)
 
 
+def _report_header(cfg: Mapping[str, Any], out: Path, config: str | Path | Mapping[str, Any], command: str | None,
+                   quick: bool, max_frames: int | None, stride: int) -> dict[str, Any]:
+    """What the report's head says: its name, the command, when and where it ran, the frames used, the versions."""
+    return {
+        "name": cfg.get("name") or out.name,
+        "command": command or shlex.join(["silhouette", *sys.argv[1:]]),
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": f"{platform.node()} ({platform.processor() or platform.machine()})",
+        "quick": quick,
+        "frames": f"at most {max_frames} frames per test set (evenly spaced), stride {stride}"
+        if max_frames else f"every {stride}. frame",
+        "config": str(config) if not isinstance(config, Mapping) else "<in-memory>",
+        "config_data": cfg,
+        "versions": software_versions(),
+    }
+
+
 def reproduce(
     out: str | Path,
     config: str | Path | Mapping[str, Any],
@@ -297,18 +314,7 @@ def reproduce(
             tune_evals=int(quick_cfg["tune_evals"]) if quick else 14,
         )
         sections = run_sections(cfg, ctx, only, quick)
-        header = {
-            "name": cfg.get("name") or out.name,
-            "command": command or shlex.join(["silhouette", *sys.argv[1:]]),
-            "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "host": f"{platform.node()} ({platform.processor() or platform.machine()})",
-            "quick": quick,
-            "frames": f"at most {max_frames} frames per test set (evenly spaced), stride {stride}"
-            if max_frames else f"every {stride}. frame",
-            "config": str(config) if not isinstance(config, Mapping) else "<in-memory>",
-            "config_data": cfg,
-            "versions": software_versions(),
-        }
+        header = _report_header(cfg, out, config, command, quick, max_frames, stride)
         (tmp / "REPORT.md").write_text(render_report(sections, header), encoding="utf-8")
         write_json(tmp / "metrics.json", jsonable({
             "name": header["name"], "command": header["command"], "generated": header["generated"],
