@@ -23,7 +23,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_tiny_run_writes_everything(tiny_config, tmp_path: Path) -> None:  # noqa: ANN001
     out = tmp_path / "run"
-    metrics = train(tiny_config("train.warmup_steps=2", "train.warmup_target=solarize"), out, progress=False)
+    metrics = train(tiny_config("train.warmup_steps=2", "train.warmup_target=fold"), out, progress=False)
     for name in ("last.pt", "best.pt", "config.yaml", "metrics.csv"):
         assert (out / name).is_file(), name
     assert list((out / "tb").glob("events.out.tfevents.*"))

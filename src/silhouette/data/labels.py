@@ -233,14 +233,8 @@ def load_pseudo_labels(
     return out
 
 
-def ensure_pseudo_labels(
-    root: str | Path,
-    detector_spec: str,
-    score_threshold: float = 0.3,
-    split: str | None = None,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> dict[str, "Detections"]:
+def ensure_pseudo_labels(root: str | Path, detector_spec: str, score_threshold: float = 0.3, split: str | None = None,
+                         batch_size: int = 8, progress: bool = True) -> dict[str, "Detections"]:
     """Load the cached pseudo-labels, (re)building them first if missing or stale."""
     try:
         return load_pseudo_labels(root, detector_spec, score_threshold, split)

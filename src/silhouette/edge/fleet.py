@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 from silhouette.edge.client import OK, REJECTED, RETRY, EdgeClient, EdgeStats, Reply
 from silhouette.edge.spool import Spool, SpoolError
 from silhouette.errors import SilhouetteError
+from silhouette.fileio import read_yaml
 from silhouette.imaging import encode_frame, resize_frame
 from silhouette.wire import CAMERA_ID_RE, IDEMPOTENCY_HEADER, content_type, frame_key
 
@@ -92,15 +93,8 @@ def _fleet_number(value: Any, key: str, where: str, kind: type) -> Any:
 
 def load_fleet(path: str | Path) -> list[CameraSpec]:
     """Cameras of a fleet file: YAML `cameras:` list of {camera_id, source, every, max_frames, max_fps}."""
-    import yaml
-
     path = Path(path).expanduser()
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SilhouetteError(f"--fleet {path}: cannot read it ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise SilhouetteError(f"--fleet {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    doc = read_yaml(path, "--fleet")
     cams = doc.get("cameras") if isinstance(doc, dict) else None
     if not isinstance(cams, list) or not cams:
         raise SilhouetteError(f"--fleet {path}: expected a non-empty 'cameras:' list of {{camera_id, source}} entries")

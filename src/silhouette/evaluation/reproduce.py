@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from silhouette.errors import SilhouetteError
+from silhouette.fileio import read_yaml
 from silhouette.evaluation.tables import Context, Section, TestSet
 
 SECTIONS = ("generalisation", "cross_detector", "baselines", "cost", "width_sweep", "examples")
@@ -39,14 +40,7 @@ VERSION_PACKAGES = ("torch", "torchvision", "numpy", "onnxruntime", "onnx", "onn
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read and check a reproduce YAML; unknown keys are errors naming the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise SilhouetteError(f"reproduce config {path}: file not found")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SilhouetteError(f"reproduce config {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    return check_config(cfg, str(path))
+    return check_config(read_yaml(path, "reproduce config") or {}, str(path))
 
 
 def check_config(cfg: Any, where: str = "config") -> dict[str, Any]:

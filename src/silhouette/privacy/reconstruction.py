@@ -22,6 +22,7 @@ from torch import nn
 from silhouette.errors import SilhouetteError
 from silhouette.imaging import check_image
 from silhouette.models.cost import count_params
+from silhouette.privacy.reid import batched
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,7 @@ def obfuscate_frames(transform: Transform, frames: Iterable[torch.Tensor], batch
     """(clean, obfuscated) as uint8 [N,3,H,W] stacks; the transform runs frozen, in batches, without gradients."""
     clean: list[torch.Tensor] = []
     obf: list[torch.Tensor] = []
-    batch: list[torch.Tensor] = []
-
-    def flush() -> None:
+    for batch in batched(frames, batch_size):
         x = torch.stack(batch)
         with torch.no_grad():
             y = transform(x)
@@ -150,14 +149,6 @@ def obfuscate_frames(transform: Transform, frames: Iterable[torch.Tensor], batch
             raise SilhouetteError(f"obfuscation changed the frame shape {tuple(x.shape)} -> {tuple(y.shape)}")
         clean.append(_to_uint8(x))
         obf.append(_to_uint8(y))
-        batch.clear()
-
-    for f in frames:
-        batch.append(f)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
     if not clean:
         raise SilhouetteError("no frames to attack (empty split?)")
     return torch.cat(clean), torch.cat(obf)
