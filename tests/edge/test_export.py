@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -77,22 +76,28 @@ def test_default_runner_is_the_shipped_onnx() -> None:
 
 
 @pytest.mark.slow
-def test_export_cli_with_int8_reports_parity_and_ap(checkpoint: Path, tmp_path: Path, capsys) -> None:
+def test_export_cli_with_int8_reports_parity_and_ap(tmp_path: Path, capsys) -> None:
+    """The shipped edge obfuscator (trained: its frames hold people) keeps its detections within a bound as int8."""
     from silhouette.cli import main
     from silhouette.edge.runtime import OnnxRunner
     from silhouette.imaging import bgr_batch
+    from silhouette.paths import ASSETS_DIR
 
     out = tmp_path / "model.onnx"
-    rc = main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--int8", "--calib-frames", "6", "--eval-frames", "4"])
+    argv = ["export", "--checkpoint", str(ASSETS_DIR / "obfuscator_edge.pt"), "--out", str(out), "--int8"]
+    rc = main(argv + ["--calib-frames", "6", "--eval-frames", "4"])
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file() and (tmp_path / "model.int8.onnx").is_file()
     fp32 = [float(v) for v in re.findall(r"\d+x\d+: ([0-9.e+-]+)", text.split("fp32 parity")[1].splitlines()[0])]
     assert len(fp32) == 2 and max(fp32) < 1e-4
     m = re.search(r"person AP50 (\S+) against detections on torch-obfuscated frames \((\d+) vs (\d+) persons\), mean abs pixel diff (\S+)", text)
     assert m, text
-    ap, diff = float(m.group(1)), float(m.group(4))
-    assert math.isnan(ap) or 0.0 <= ap <= 1.0  # NaN only when torch-obfuscated frames hold no person at all
-    assert diff < 0.05
+    ap, fp32_persons, int8_persons, diff = float(m.group(1)), int(m.group(2)), int(m.group(3)), float(m.group(4))
+    # measured: AP50 0.996, 34 vs 35 persons, diff 0.005; int8 calibrated on one black frame gives 0.06, 34 vs 2, 0.31
+    assert fp32_persons >= 10, "the held-out frames should show people on the fp32 output"
+    assert ap >= 0.9, text
+    assert abs(int8_persons - fp32_persons) <= 0.15 * fp32_persons, text
+    assert diff < 0.02
     q = onnx.load(str(tmp_path / "model.int8.onnx"))
     assert any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in q.graph.node)
     # the int8 model keeps dynamic sizes
