@@ -45,7 +45,7 @@ def test_demo_shows_both_modes(pair: Path, pets_every: Callable[[int], Path], tm
 
 
 def _reference_counts(data: Path, n: int) -> dict[str, list[int]]:
-    """What the demo should print, computed here from its parts: GT, YOLOX-Nano on clean and on shipped-obfuscated frames."""
+    """The demo's columns computed here from its parts: GT, YOLOX-Nano on clean and on shipped-obfuscated frames."""
     import torch
 
     from silhouette.data import FrameDataset

@@ -94,7 +94,7 @@ def test_pseudo_label_loss_pushes_down_only_clear_negatives(iou: float, counted:
 
 
 def test_each_target_claims_its_five_best_centred_candidates() -> None:
-    """Six poor candidates centred in the target (IoU 0.30 ... 0.05 < 0.4): the best five become positive, not the sixth."""
+    """Six poor candidates centred in the target (IoU 0.30 ... 0.05 < 0.4): the best five are positive, not the sixth."""
     poor = torch.cat([_strip(h) for h in (30.0, 25.0, 20.0, 15.0, 10.0, 5.0)])
     assert assign(poor, UNIT).tolist() == [0, 0, 0, 0, 0, NEGATIVE]
     # the claim is a rank, not a threshold: with fewer candidates the weakest one is claimed too

@@ -49,7 +49,7 @@ def _engine(det, obf, deobf, **kw) -> AdversarialEngine:  # noqa: ANN001
 def test_deobfuscator_step_lowers_its_loss_and_touches_only_it(setup) -> None:  # noqa: ANN001
     det, x, _, obf, deobf = setup
     engine = _engine(det, obf, deobf)
-    obf_before, deobf_before, deobf_weights = _snapshot(obf), _snapshot(deobf), _weights(deobf)
+    obf_before, deobf_weights = _snapshot(obf), _weights(deobf)
     with torch.no_grad():
         o = obf.eval()(x)
     deobf.eval()
@@ -67,7 +67,7 @@ def test_obfuscator_step_touches_only_the_obfuscator_and_detector_stays_frozen(s
     det, x, targets, obf, deobf = setup
     engine = _engine(det, obf, deobf)
     net = det.torch_model()
-    det_before, obf_before, deobf_before, obf_weights = _snapshot(net), _snapshot(obf), _snapshot(deobf), _weights(obf)
+    det_before, deobf_before, obf_weights = _snapshot(net), _snapshot(deobf), _weights(obf)
     for p in deobf.parameters():
         p.grad = None
     stats, out = engine.obfuscator_step(x, targets, lam=1.0)
