@@ -28,5 +28,5 @@ attack() {  # identity attacks on both modes, the zero-MAC map and private mode'
     --methods ours,ours:edge=$ASSETS/obfuscator_edge.pt,fold:1,greypix:4,clean --attacks faces,reid \
     --threads 1 --out results/privacy/identity --no-progress
 }
-generalisation() { $PY experiments/generalisation.py; }
+generalisation() { $PY experiments/generalisation.py --max-frames 32 --face-every 3; }
 for s in "${steps[@]}"; do echo "== $s"; "$s"; done
