@@ -32,6 +32,12 @@ def test_dirty_flag_follows_tracked_changes(tmp_path: Path) -> None:
     assert git_state(tmp_path)["dirty"] is False
     (tmp_path / "untracked.txt").write_text("runs and caches do not count")
     assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}")
+    git("add", "results/r.json")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "r")
+    (tmp_path / "results" / "r.json").write_text('{"rerun": 1}')
+    assert git_state(tmp_path)["dirty"] is False, "a rerun rewriting its own result file is not a dirty tree"
     (tmp_path / "f.txt").write_text("b")
     assert git_state(tmp_path)["dirty"] is True
     assert git_state(tmp_path / "missing") == {"commit": None, "dirty": None}

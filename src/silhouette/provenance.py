@@ -37,8 +37,9 @@ def git_state(repo: str | Path | None = None) -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    # tracked files only: run folders and caches beside the code do not make a result irreproducible
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # tracked files only, outside results/: run folders, caches and the result files a rerun rewrites on its way do
+    # not make a result irreproducible; a change to the code, configs or weights does
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": commit, "dirty": bool(status)}
 
 
