@@ -46,6 +46,18 @@ def test_scorecard_writes_three_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "card").iterdir()) == ["scorecard.json", "scorecard.md", "tradeoff.png"]
 
 
+def test_rows_with_gt_ap50_get_a_frontier_plot(tmp_path: Path) -> None:
+    import cv2
+
+    rows = [_row("private", 0.7, 0.1, 0.3), _row("fold:1", 0.97, 0.6, 0.8)]
+    rows[0]["utility"]["gt_ap50"], rows[1]["utility"]["gt_ap50"] = 0.55, 0.85
+    paths = write_scorecard(tmp_path, rows)
+    assert paths["frontier"].name == "frontier.png" and cv2.imread(str(paths["frontier"])).shape[0] > 100
+    assert cv2.imread(str(paths["frontier"])).tobytes() != cv2.imread(str(paths["plot"])).tobytes()
+    rows[0]["utility"].pop("gt_ap50"), rows[1]["utility"].pop("gt_ap50")
+    assert "frontier" not in write_scorecard(tmp_path / "no_gt", rows)
+
+
 def test_an_attacker_below_the_zero_information_floor_is_flagged(tmp_path: Path) -> None:
     learned, failed = _row("blur:2", 0.9, 0.8, 0.5), _row("ours:levels2", 0.9, 0.1, 0.5)
     failed["reconstruction"]["test"]["psnr"] = 9.5  # the mean train frame scores 15 dB: the attacker learned nothing

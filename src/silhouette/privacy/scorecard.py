@@ -151,8 +151,8 @@ def to_markdown(flat: Sequence[Mapping[str, Any]], notes: Sequence[str] = (), pr
 
 
 def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: Sequence[str] = ATTACK_AXES,
-                  prior: Mapping[str, Any] | None = None) -> None:
-    """Person AP50 (y) against attack success (x), one panel per attack, one line per method family.
+                  prior: Mapping[str, Any] | None = None, utility: str = "ap50") -> None:
+    """Person AP50 (y; `utility` "gt_ap50": against human boxes) against attack success (x), one panel per attack.
 
     Each `ours*` checkpoint is its own labelled star (checkpoints are not one parameter sweep), a family named
     `ours, SETTING` is a line of stars (one trained obfuscator per value of that setting); `prior`
@@ -172,8 +172,8 @@ def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: 
     for ax, key in zip(axes[0], attacks):
         drawn = False
         for fam in families:
-            pts = sorted((r[key], r["ap50"], r["method"]) for r in flat
-                         if r["family"] == fam and r.get(key) is not None and r.get("ap50") is not None)
+            pts = sorted((r[key], r[utility], r["method"]) for r in flat
+                         if r["family"] == fam and r.get(key) is not None and r.get(utility) is not None)
             if not pts:
                 continue
             xs, ys, names = zip(*pts)
@@ -190,7 +190,7 @@ def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: 
         if drawn and floor is not None:
             ax.axvline(floor, color="grey", linestyle="--", linewidth=1, label="zero-information floor")
         ax.set_xlabel(AXIS_LABELS.get(key, key) + "  (← more private)")
-        ax.set_ylabel("person AP50  (↑ more useful)")
+        ax.set_ylabel(("person AP50 vs human boxes" if utility == "gt_ap50" else "person AP50") + "  (↑ more useful)")
         if drawn:
             ax.legend(fontsize=8)
         else:
@@ -205,7 +205,7 @@ def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: 
 
 def write_scorecard(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None,
                     notes: Sequence[str] = ()) -> dict[str, Path]:
-    """Write scorecard.md, scorecard.json and tradeoff.png into `out_dir`; returns their paths."""
+    """Write scorecard.md, scorecard.json, tradeoff.png and, when rows have GT AP50, frontier.png; returns their paths."""
     from silhouette.fileio import atomic_open, write_json
 
     if not rows:
@@ -222,6 +222,10 @@ def write_scorecard(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], meta
     with atomic_open(paths["markdown"], "w", encoding="utf-8") as fh:
         fh.write(to_markdown(flat, notes, prior))
     plot_tradeoff(flat, paths["plot"], prior=prior)
+    if any(r.get("gt_ap50") is not None for r in flat):
+        # against human boxes both modes share one axis: a co-trained detector's own boxes are no reference
+        paths["frontier"] = out / "frontier.png"
+        plot_tradeoff(flat, paths["frontier"], prior=prior, utility="gt_ap50")
     return paths
 
 
