@@ -20,6 +20,9 @@ evaluate() {  # utility of the shipped checkpoints and the private pair
   $SIL evaluate --pair $ASSETS/obfuscator_private.pt --data $INTEL --split test --out results/private/intel_test
   $SIL evaluate --pair checkpoints/private/greypix4/pair.json --data $PETS --split test --out results/private/greypix4_pets_test
   $SIL evaluate --data $PETS --split test --detectors yolox_nano --out results/shipped/default_pets_test
+  $SIL evaluate --checkpoint $ASSETS/obfuscator_edge.pt --data $PETS --split test --detectors yolox_nano --out results/shipped/edge_pets_test
+  $SIL evaluate --clean --data $PETS --split test --detectors yolox_nano --out results/shipped/clean_pets_test
+  $SIL evaluate --baseline greypix:4 --data $PETS --split test --detectors yolox_nano --out results/shipped/greypix4_unmodified_pets_test
   $SIL evaluate --baseline fold:1 --data $PETS --split test --detectors yolox_nano --out results/shipped/fold1_pets_test
 }
 speed() { $PY benchmarks/edge.py; $PY benchmarks/obfuscate_video.py; }
@@ -27,7 +30,12 @@ service() { $PY benchmarks/service.py; }
 attack() {  # identity attacks on both modes, the zero-MAC map and private mode's fair competitor
   $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt \
     --methods ours,ours:edge=$ASSETS/obfuscator_edge.pt,fold:1,greypix:4,clean --attacks faces,reid \
-    --threads 1 --out results/privacy/identity --no-progress
+    --threads 1 --out runs/attack_identity --no-progress
+  # one table: the identity attacks beside each row's utility against human boxes (frontier.png)
+  $SIL scorecard --from runs/attack_identity --out results/privacy/identity \
+    --utility private=results/private/pets_test/evaluation.json --utility ours=results/shipped/default_pets_test/evaluation.json \
+    --utility ours:edge=results/shipped/edge_pets_test/evaluation.json --utility fold:1=results/shipped/fold1_pets_test/evaluation.json \
+    --utility greypix:4=results/private/greypix4_pets_test/evaluation.json --utility clean=results/shipped/clean_pets_test/evaluation.json
 }
 generalisation() { $PY experiments/generalisation.py --max-frames 32 --face-every 3; }
 for s in "${steps[@]}"; do echo "== $s"; "$s"; done
