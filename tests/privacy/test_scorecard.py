@@ -54,6 +54,10 @@ def test_rows_with_gt_ap50_get_a_frontier_plot(tmp_path: Path) -> None:
     paths = write_scorecard(tmp_path, rows)
     assert paths["frontier"].name == "frontier.png" and cv2.imread(str(paths["frontier"])).shape[0] > 100
     assert cv2.imread(str(paths["frontier"])).tobytes() != cv2.imread(str(paths["plot"])).tobytes()
+    for r in rows:  # only re-ID and faces were run: two panels
+        r.pop("reconstruction")
+    wide = cv2.imread(str(paths["frontier"])).shape[1]
+    assert cv2.imread(str(write_scorecard(tmp_path / "two", rows)["frontier"])).shape[1] < wide
     rows[0]["utility"].pop("gt_ap50"), rows[1]["utility"].pop("gt_ap50")
     assert "frontier" not in write_scorecard(tmp_path / "no_gt", rows)
 

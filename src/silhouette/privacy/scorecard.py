@@ -165,6 +165,8 @@ def plot_tradeoff(flat: Sequence[Mapping[str, Any]], path: str | Path, attacks: 
 
     from silhouette.fileio import atomic_path
 
+    # a panel per attack that was run on a row with utility: a run of two attacks draws two panels, not five
+    attacks = [k for k in attacks if any(r.get(k) is not None and r.get(utility) is not None for r in flat)] or list(attacks[:1])
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False)
     # one colour per family across all panels; past ten families a wider map, so no two lines share a colour
     families = sorted({r["family"] for r in flat})
