@@ -346,14 +346,14 @@ def test_serve_cli_db_and_keep_days(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """--help documents --db and --keep-days; the default database is a file here, printed; mistakes are one line."""
     from silhouette.cli import main
     from silhouette.serve.config import ServiceConfig
-    from silhouette.serve.server import _with_store
+    from silhouette.serve.server import with_store
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, also at hyphens
     assert "--dbURL" in text and "sqlite:///./silhouette-counts.sqlite" in text and "--keep-daysN" in text
     monkeypatch.chdir(tmp_path)
-    cfg = _with_store(ServiceConfig(no_auth=True))
+    cfg = with_store(ServiceConfig(no_auth=True))
     assert cfg.db == f"sqlite:///{tmp_path / 'silhouette-counts.sqlite'}" and (tmp_path / "silhouette-counts.sqlite").is_file()
     assert f"counts stored in {cfg.db} (kept 30 days)" in capsys.readouterr().err
     for argv in (["--db", "mysql://alice:pw@db/counts"], ["--db", "sqlite:////no-such-folder/c.db"]):

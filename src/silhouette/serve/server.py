@@ -36,7 +36,7 @@ def serve(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, workers
     limits = cfg.limits()
     if not cfg.no_auth:  # fail fast on a missing key, before a database file is created
         load_api_key(cfg.api_key_env, cfg.api_key_file)
-    cfg = _with_store(cfg)
+    cfg = with_store(cfg)
     raise_fd_limit(limits.max_connections + FD_RESERVE + ACCEPT_HEADROOM)  # workers inherit the raised limit
     if workers == 1:
         app = app_from_config(cfg)
@@ -55,7 +55,7 @@ def serve(cfg: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, workers
     )
 
 
-def _with_store(cfg: ServiceConfig) -> ServiceConfig:
+def with_store(cfg: ServiceConfig) -> ServiceConfig:
     """`cfg` with its --db (default: a SQLite file here) opened and migrated once, before any worker starts."""
     from silhouette.serve.storage import CountStore
 
