@@ -112,3 +112,36 @@ def test_export_cli_errors(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.pt" in err[0]
     assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.txt")]) == 2
+
+
+@pytest.mark.parametrize("spec", ["fold:1", "fold:3", "quantize:4"])
+def test_export_baseline_runs_on_the_camera_like_the_map(spec: str, tmp_path: Path, testdata_bgr) -> None:
+    """`export --baseline` gives an ONNX file that the camera runs with --checkpoint, equal to the map itself."""
+    import torch
+
+    from silhouette.cli import main
+    from silhouette.edge.pipeline import EdgeObfuscator
+    from silhouette.edge.runtime import load_runner
+    from silhouette.evaluation.baselines import BaselineModule
+    from silhouette.imaging import bgr_to_tensor, tensor_to_bgr
+
+    out = tmp_path / "base.onnx"
+    assert main(["export", "--baseline", spec, "--out", str(out)]) == 0
+    camera = EdgeObfuscator(load_runner(out, "onnx"))
+    for f in testdata_bgr:
+        with torch.no_grad():
+            want = tensor_to_bgr(BaselineModule(spec)(bgr_to_tensor(f)[None])[0])
+        assert np.abs(camera(f).astype(int) - want.astype(int)).max() <= 1
+        assert np.abs(camera(f).astype(int) - f.astype(int)).mean() > 5  # it did obfuscate
+
+
+def test_export_baseline_errors(tmp_path: Path, capsys) -> None:
+    from silhouette.cli import main
+
+    out = str(tmp_path / "b.onnx")
+    for argv, words in ((["--baseline", "fold:1", "--int8"], "drop --int8"), (["--baseline", "noise:0.1"], "pointwise"), (["--baseline", "pixelate:4"], "pointwise"),
+                        (["--baseline", "fold:x"], "METHOD:NUMBER"), (["--baseline", "nope:1"], "unknown baseline")):
+        assert main(["export", *argv, "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert not Path(out).exists()

@@ -91,7 +91,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
         description="Exports to ONNX (validated with onnx.checker), checks parity against torch and, with --int8, "
         "writes a statically quantised model calibrated on PETS frames and reports its detection quality.",
     )
-    p.add_argument("--checkpoint", metavar="PATH", help="obfuscator checkpoint (default: the shipped one)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", metavar="PATH", help="obfuscator checkpoint (default: the shipped one)")
+    src.add_argument("--baseline", metavar="METHOD:PARAM",
+                     help="a pointwise baseline instead, fold:K or quantize:LEVELS (fold:1 is the zero-MAC map), as an ONNX file that "
+                          "`obfuscate` and `edge` run with --checkpoint like any obfuscator")
     p.add_argument("--out", required=True, metavar="PATH", help="output .onnx file; --int8 also writes <stem>.int8.onnx beside it")
     p.add_argument("--int8", action="store_true", help="also write a static int8 (QDQ) model calibrated on PETS-2009 frames")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13, default 17)")
@@ -206,17 +210,36 @@ def cmd_obfuscate(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORTABLE_BASELINES = ("fold", "quantize")
+
+
+def _export_model(args: argparse.Namespace) -> Any:
+    """The torch module `export` writes: a checkpoint's obfuscator, or a parameter-free classic baseline."""
+    from silhouette.edge.checkpoint import load_torch_obfuscator, resolve_checkpoint
+
+    if args.baseline is None:
+        return load_torch_obfuscator(resolve_checkpoint(args.checkpoint))
+    if args.int8:
+        raise SilhouetteError(f"--baseline {args.baseline}: has no weights to quantise; drop --int8")
+    from silhouette.evaluation.baselines import BaselineModule
+
+    model = BaselineModule(args.baseline)
+    if model.base.name not in EXPORTABLE_BASELINES:  # pooling to a size that depends on H and W does not trace dynamic
+        raise SilhouetteError(f"--baseline {args.baseline}: only the pointwise maps ({', '.join(EXPORTABLE_BASELINES)}) "
+                              "export to one ONNX graph for every frame size; choose one of them")
+    return model.eval()
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Handler of `silhouette export`."""
-    from silhouette.edge.checkpoint import load_torch_obfuscator, require_torch, resolve_checkpoint
+    from silhouette.edge.checkpoint import require_torch
     from silhouette.edge.export import CALIB_RANGE, EVAL_RANGE, export_onnx, int8_quality, parity, pets_frames, quantize_int8
 
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise SilhouetteError(f"--out {out}: must end in .onnx")
     require_torch("exporting a .pt checkpoint")
-    ckpt = resolve_checkpoint(args.checkpoint)
-    model = load_torch_obfuscator(ckpt)
+    model = _export_model(args)
     export_onnx(model, out, opset=args.opset)
     diffs = parity(model, out)
     print(f"wrote {out} (opset {args.opset}, dynamic batch/height/width; onnx.checker passed)")
