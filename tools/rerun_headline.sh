@@ -26,7 +26,7 @@ evaluate() {  # utility of the shipped checkpoints and the private pair
   $SIL evaluate --baseline fold:1 --data $PETS --split test --detectors yolox_nano --out results/shipped/fold1_pets_test
 }
 speed() { $PY benchmarks/edge.py; $PY benchmarks/obfuscate_video.py; }
-service() { $PY benchmarks/service.py; }
+service() { $PY benchmarks/service.py; $PY benchmarks/service_ray.py; }
 attack() {  # identity attacks on both modes, the zero-MAC map and private mode's fair competitor
   $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt \
     --methods ours,ours:edge=$ASSETS/obfuscator_edge.pt,fold:1,greypix:4,clean --attacks faces,reid \
