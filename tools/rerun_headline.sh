@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rerun every result the README quotes, from a clean checkout, so each records the current commit.
-# Usage: tools/rerun_headline.sh [STEP ...]   (steps: evaluate speed service attack generalisation; default: all)
+# Usage: tools/rerun_headline.sh [STEP ...]   (steps: evaluate speed service finetune attack generalisation; default: all)
 # Needs the prepared datasets (silhouette prepare pets2009 --out runs/data/pets2009; intel --out runs/data/intel).
 # On the project's 2-core CPU: evaluate ~15 min, speed ~10 min, service ~5 min, attack ~1 h, generalisation ~30 min.
 set -euo pipefail
@@ -10,7 +10,7 @@ SIL=${SIL:-.venv/bin/silhouette}
 PETS=runs/data/pets2009
 INTEL=runs/data/intel
 ASSETS=src/silhouette/assets
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(evaluate speed service attack generalisation)
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(evaluate speed service finetune attack generalisation)
 
 evaluate() {  # utility of the shipped checkpoints and the private pair
   $PY experiments/evaluate_checkpoint.py --data $PETS --out results/shipped/evaluate_default.json
@@ -18,8 +18,7 @@ evaluate() {  # utility of the shipped checkpoints and the private pair
   $PY experiments/edge_int8_ap.py --data $PETS --checkpoint $ASSETS/obfuscator_edge.pt --out results/experiments/edge_int8_ap.json
   $SIL evaluate --pair $ASSETS/obfuscator_private.pt --data $PETS --split test --out results/private/pets_test
   $SIL evaluate --pair $ASSETS/obfuscator_private.pt --data $INTEL --split test --out results/private/intel_test
-  $SIL evaluate --pair checkpoints/private/greypix4/pair.json --data $PETS --split test --out results/private/greypix4_pets_test
-  $SIL evaluate --data $PETS --split test --detectors yolox_nano --out results/shipped/default_pets_test
+    $SIL evaluate --data $PETS --split test --detectors yolox_nano --out results/shipped/default_pets_test
   $SIL evaluate --checkpoint $ASSETS/obfuscator_edge.pt --data $PETS --split test --detectors yolox_nano --out results/shipped/edge_pets_test
   $SIL evaluate --clean --data $PETS --split test --detectors yolox_nano --out results/shipped/clean_pets_test
   $SIL evaluate --baseline greypix:4 --data $PETS --split test --detectors yolox_nano --out results/shipped/greypix4_unmodified_pets_test
@@ -27,15 +26,30 @@ evaluate() {  # utility of the shipped checkpoints and the private pair
 }
 speed() { $PY benchmarks/edge.py; $PY benchmarks/obfuscate_video.py; }
 service() { $PY benchmarks/service.py; $PY benchmarks/service_ray.py; }
-attack() {  # identity attacks on both modes, the zero-MAC map and private mode's fair competitor
+finetune() {  # private mode's fair competitors: each baseline with YOLOX-Nano fine-tuned on the pair's budget
+  for b in greypix:4 pixelate:4 blur:3 quantize:4 downscale:4; do
+    n=${b/:/}
+    $SIL finetune --config configs/private.yaml --baseline $b --out runs/ft_$n --no-progress
+    mkdir -p checkpoints/private/$n && cp runs/ft_$n/pair.json runs/ft_$n/detector.onnx checkpoints/private/$n/
+    $SIL evaluate --pair checkpoints/private/$n/pair.json --data $PETS --split test --out results/private/ft_${n}_pets_test
+  done
+}
+attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tuned baselines; reconstruction of the pair
   $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt \
     --methods ours,ours:edge=$ASSETS/obfuscator_edge.pt,fold:1,greypix:4,clean --attacks faces,reid \
     --threads 1 --out runs/attack_identity --no-progress
-  # one table: the identity attacks beside each row's utility against human boxes (frontier.png)
-  $SIL scorecard --from runs/attack_identity --out results/privacy/identity \
+  $SIL attack --data $PETS --methods pixelate:4,blur:3,quantize:4,downscale:4 --attacks faces,reid \
+    --threads 2 --out runs/attack_ft_baselines --no-progress
+  $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt --attacks reconstruction --recon-scratch --epochs 20 \
+    --threads 1 --out runs/attack_recon_private --no-progress
+  # one table: every attack beside each row's utility against human boxes (frontier.png)
+  local u=() n
+  for n in pixelate4 blur3 quantize4 downscale4; do u+=(--utility "${n/[0-9]*/}:${n//[a-z]/}=results/private/ft_${n}_pets_test/evaluation.json"); done
+  $SIL scorecard --from runs/attack_identity --from runs/attack_ft_baselines --from runs/attack_recon_private \
+    --out results/privacy/identity "${u[@]}" \
     --utility private=results/private/pets_test/evaluation.json --utility ours=results/shipped/default_pets_test/evaluation.json \
     --utility ours:edge=results/shipped/edge_pets_test/evaluation.json --utility fold:1=results/shipped/fold1_pets_test/evaluation.json \
-    --utility greypix:4=results/private/greypix4_pets_test/evaluation.json --utility clean=results/shipped/clean_pets_test/evaluation.json
+    --utility greypix:4=results/private/ft_greypix4_pets_test/evaluation.json --utility clean=results/shipped/clean_pets_test/evaluation.json
 }
 generalisation() { $PY experiments/generalisation.py --max-frames 32 --face-every 3; }
 for s in "${steps[@]}"; do echo "== $s"; "$s"; done
