@@ -32,6 +32,8 @@ finetune() {  # private mode's fair competitors: each baseline with YOLOX-Nano f
     $SIL finetune --config configs/private.yaml --baseline $b --out runs/ft_$n --no-progress
     mkdir -p checkpoints/private/$n && cp runs/ft_$n/pair.json runs/ft_$n/detector.onnx checkpoints/private/$n/
     $SIL evaluate --pair checkpoints/private/$n/pair.json --data $PETS --split test --out results/private/ft_${n}_pets_test
+    # the same baseline before fine-tuning: the detector a user would otherwise run
+    $SIL evaluate --baseline $b --data $PETS --split test --detectors yolox_nano --out results/private/unmodified_${n}_pets_test
   done
 }
 attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tuned baselines; reconstruction of the pair
