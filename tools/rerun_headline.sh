@@ -21,7 +21,6 @@ evaluate() {  # utility of the shipped checkpoints and the private pair
     $SIL evaluate --data $PETS --split test --detectors yolox_nano --out results/shipped/default_pets_test
   $SIL evaluate --checkpoint $ASSETS/obfuscator_edge.pt --data $PETS --split test --detectors yolox_nano --out results/shipped/edge_pets_test
   $SIL evaluate --clean --data $PETS --split test --detectors yolox_nano --out results/shipped/clean_pets_test
-  $SIL evaluate --baseline greypix:4 --data $PETS --split test --detectors yolox_nano --out results/shipped/greypix4_unmodified_pets_test
   $SIL evaluate --baseline fold:1 --data $PETS --split test --detectors yolox_nano --out results/shipped/fold1_pets_test
 }
 speed() { $PY benchmarks/edge.py; $PY benchmarks/obfuscate_video.py; }
