@@ -18,7 +18,7 @@ evaluate() {  # utility of the shipped checkpoints and the private pair
   $PY experiments/edge_int8_ap.py --data $PETS --checkpoint $ASSETS/obfuscator_edge.pt --out results/experiments/edge_int8_ap.json
   $SIL evaluate --pair $ASSETS/obfuscator_private.pt --data $PETS --split test --out results/private/pets_test
   $SIL evaluate --pair $ASSETS/obfuscator_private.pt --data $INTEL --split test --out results/private/intel_test
-    $SIL evaluate --data $PETS --split test --detectors yolox_nano --out results/shipped/default_pets_test
+  $SIL evaluate --data $PETS --split test --detectors yolox_nano --out results/shipped/default_pets_test
   $SIL evaluate --checkpoint $ASSETS/obfuscator_edge.pt --data $PETS --split test --detectors yolox_nano --out results/shipped/edge_pets_test
   $SIL evaluate --clean --data $PETS --split test --detectors yolox_nano --out results/shipped/clean_pets_test
   $SIL evaluate --baseline fold:1 --data $PETS --split test --detectors yolox_nano --out results/shipped/fold1_pets_test
