@@ -1,24 +1,47 @@
-"""Training-time augmentation: random crops, flips and photometric jitter, and the boxes that move with them."""
+"""Training-time augmentation: random crops, flips, photometric and camera jitter, and the boxes that move with them."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 
+@dataclass(frozen=True)
+class CameraJitter:
+    """What makes one camera's footage unlike another's: zoom and aspect, lens blur, sensor noise, JPEG.
+
+    `scale` s: zoom by a factor in [1/(1+s), 1+s] and stretch the aspect by up to ±s/2 (the frame keeps its size:
+    zoomed out, it is padded grey); `blur`: probability of a Gaussian blur (sigma 0.5-1.5); `noise`: largest
+    std of additive sensor noise; `jpeg`: probability of a JPEG round trip at quality 30-90. All off at 0.
+    """
+
+    scale: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    jpeg: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.scale or self.blur or self.noise or self.jpeg)
+
+
 def crop_and_flip(
     x: torch.Tensor, crop: Sequence[int], hflip: bool, gen: torch.Generator, photometric: float = 0.0,
-    geometry: list[tuple[int, int, bool]] | None = None,
+    geometry: list[tuple[int, int, bool]] | None = None, camera: CameraJitter | None = None,
 ) -> torch.Tensor:
-    """Random crops [H,W], flips and photometric jitter drawn from `gen`; the same draws in every run with the same seed.
+    """Random crops [H,W], flips, photometric and camera jitter drawn from `gen`; the same draws for the same seed.
 
-    `geometry`, when given, receives (top, left, flipped) per image, to move boxes along (see `move_boxes`).
+    `geometry`, when given, receives (top, left, flipped) per image, to move boxes along (see `move_boxes`); a
+    zoom (`camera.scale`) moves boxes in a way it does not record, so it is for targets found on the augmented image.
     """
     b, _, h, w = x.shape
     outs = []
     for i in range(b):
         img = x[i]
+        if camera is not None and camera.scale > 0:
+            img = rescale(img, camera.scale, gen)
         top = left = 0
         if crop:
             ch, cw = min(crop[0], h), min(crop[1], w)
@@ -32,6 +55,8 @@ def crop_and_flip(
             geometry.append((top, left, flipped))
         if photometric > 0:
             img = photometric_jitter(img, photometric, gen)
+        if camera:
+            img = sensor_jitter(img, camera, gen)
         outs.append(img)
     return torch.stack(outs)
 
@@ -66,3 +91,44 @@ def photometric_jitter(img: torch.Tensor, strength: float, gen: torch.Generator)
     out = img.clamp(0, 1) ** gamma
     mean = out.mean()
     return (((out - mean) * contrast + mean) * gain * channel).clamp(0, 1)
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    """One draw in [lo, hi)."""
+    return lo + (hi - lo) * float(torch.rand(1, generator=gen))
+
+
+def rescale(img: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """A [3,H,W] image zoomed by up to (1+s)x in or out with its aspect stretched, cut or grey-padded back to H x W.
+
+    People at another distance and footage resized from another aspect ratio: PETS shows small people at 4:3, the
+    Intel cameras large ones at 16:9 squeezed to 16:10.
+    """
+    _, h, w = img.shape
+    zoom = math.exp(_uniform(gen, -math.log1p(strength), math.log1p(strength)))
+    aspect = math.exp(_uniform(gen, -strength / 2, strength / 2))
+    nh, nw = max(1, round(h * zoom * math.sqrt(aspect))), max(1, round(w * zoom / math.sqrt(aspect)))
+    out = torch.nn.functional.interpolate(img[None], size=(nh, nw), mode="bilinear", antialias=True,
+                                          align_corners=False)[0].clamp(0, 1)
+    canvas = torch.full((img.shape[0], max(h, nh), max(w, nw)), 0.5, dtype=img.dtype)
+    top, left = int(_uniform(gen, 0, canvas.shape[1] - nh + 1)), int(_uniform(gen, 0, canvas.shape[2] - nw + 1))
+    canvas[:, top : top + nh, left : left + nw] = out
+    top, left = int(_uniform(gen, 0, canvas.shape[1] - h + 1)), int(_uniform(gen, 0, canvas.shape[2] - w + 1))
+    return canvas[:, top : top + h, left : left + w]
+
+
+def sensor_jitter(img: torch.Tensor, camera: CameraJitter, gen: torch.Generator) -> torch.Tensor:
+    """Lens blur, sensor noise and a JPEG round trip of a [3,H,W] image in [0,1], each with its configured odds."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+    from torchvision.transforms.functional import gaussian_blur
+
+    if camera.blur > 0 and float(torch.rand(1, generator=gen)) < camera.blur:
+        sigma = _uniform(gen, 0.5, 1.5)
+        img = gaussian_blur(img, kernel_size=2 * math.ceil(2 * sigma) + 1, sigma=sigma)
+    if camera.noise > 0:
+        std = _uniform(gen, 0.0, camera.noise)
+        img = (img + std * torch.randn(img.shape, generator=gen, dtype=img.dtype)).clamp(0, 1)
+    if camera.jpeg > 0 and float(torch.rand(1, generator=gen)) < camera.jpeg:
+        quality = int(_uniform(gen, 30, 91))
+        img = decode_jpeg(encode_jpeg((img * 255).round().to(torch.uint8), quality=quality)).to(img.dtype) / 255.0
+    return img

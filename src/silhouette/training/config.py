@@ -12,6 +12,9 @@ from typing import Any
 
 from silhouette.errors import SilhouetteError
 
+if typing.TYPE_CHECKING:
+    from silhouette.training.augment import CameraJitter
+
 
 WARMUP_TARGETS = ("identity", "fold")
 MODES = ("compatible", "private")
@@ -33,7 +36,31 @@ class DataConfig:
     crop: list[int] = field(default_factory=list)  # [H, W] random training crops; [] = whole frames
     hflip: bool = False  # random horizontal flips (boxes flipped too)
     photometric: float = 0.0  # strength s of random brightness/contrast/gamma/colour jitter; 0 = off
+    # camera diversity (augment.CameraJitter): zoom/aspect strength, blur odds, noise std, JPEG odds; 0 = off
+    scale_jitter: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
+    jpeg: float = 0.0
+    # more prepared datasets whose frames join the training set, each 'DIR' (its train split) or 'DIR:SPLIT'
+    # ('DIR:all' = every split); their targets are the detector's boxes, so they need detector.targets: pseudo
+    extra_roots: list[str] = field(default_factory=list)
+    exclude_cameras: list[str] = field(default_factory=list)  # cameras kept out of training and validation
+    max_per_camera: int = 0  # at most N evenly spaced training frames per camera, so no source dominates; 0 = all
     num_workers: int = 0
+
+    def camera_jitter(self) -> "CameraJitter":
+        """The camera-diversity augmentation these settings ask for."""
+        from silhouette.training.augment import CameraJitter
+
+        return CameraJitter(self.scale_jitter, self.blur, self.noise, self.jpeg)
+
+    def extra_sources(self) -> list[tuple[str, str | None]]:
+        """(root, split or None for every split) of each data.extra_roots entry."""
+        out = []
+        for entry in self.extra_roots:
+            root, _, split = entry.rpartition(":") if ":" in entry else (entry, "", "train")
+            out.append((root, None if split == "all" else split))
+        return out
 
 
 @dataclass
@@ -164,6 +191,17 @@ class Config:
             (t.warmup_batch_size >= 0, "train.warmup_batch_size: must be >= 0"),
             (len(d.crop) in (0, 2) and all(v > 0 for v in d.crop), f"data.crop: expected [] or [H, W], got {d.crop}"),
             (0 <= d.photometric < 1, f"data.photometric: expected a strength in [0, 1), got {d.photometric}"),
+            (0 <= d.scale_jitter < 1, f"data.scale_jitter: expected a strength in [0, 1), got {d.scale_jitter}"),
+            (0 <= d.blur <= 1, f"data.blur: expected a probability in [0, 1], got {d.blur}"),
+            (0 <= d.noise < 0.5, f"data.noise: expected a noise std in [0, 0.5), got {d.noise}"),
+            (0 <= d.jpeg <= 1, f"data.jpeg: expected a probability in [0, 1], got {d.jpeg}"),
+            (d.max_per_camera >= 0, "data.max_per_camera: must be >= 0 (0 = all)"),
+            (all(r.rpartition(":")[0] != "" or ":" not in r for r in d.extra_roots) and all(d.extra_roots),
+             f"data.extra_roots: expected entries 'DIR' or 'DIR:SPLIT', got {d.extra_roots}"),
+            (not (d.extra_roots and self.detector.targets == "gt"),
+             "data.extra_roots: their frames have no human boxes for detector.targets gt; use detector.targets: pseudo"),
+            (not (d.scale_jitter and (self.detector.targets == "gt" or t.reid_weight)),
+             "data.scale_jitter: zoomed frames lose their human boxes (detector.targets gt, train.reid_weight); set it to 0"),
             (0 <= self.detector.score_threshold <= 1, "detector.score_threshold: must lie in [0, 1]"),
             (self.eval.every >= 1, "eval.every: must be >= 1"),
             (self.eval.min_ap50 is None or 0 <= self.eval.min_ap50 <= 1, "eval.min_ap50: must be null or lie in [0, 1]"),

@@ -30,20 +30,44 @@ class FrameSet:
         return self.images[list(idx)].float().div_(255.0)
 
 
-def load_frame_set(root: Path, split: str, stride: int = 1, limit: int = 0) -> FrameSet:
-    """Read one split of a prepared dataset into memory, keeping every `stride`-th frame (the first `limit`, 0 = all)."""
+def load_frame_set(root: Path, split: str | None, stride: int = 1, limit: int = 0, exclude: Sequence[str] = (),
+                   per_camera: int = 0) -> FrameSet:
+    """Read one split (None: all) of a prepared dataset into memory: every `stride`-th frame of each camera not in
+    `exclude`, at most `per_camera` of them evenly spaced (0 = all), the first `limit` in all (0 = all)."""
     from silhouette.data.torch_dataset import FrameDataset
 
     ds = FrameDataset(root, split=split)
-    idx = list(range(0, len(ds), stride))
+    by_camera: dict[str, list[int]] = {}
+    for i, rec in enumerate(ds.records):
+        if rec["camera"] not in exclude:
+            by_camera.setdefault(rec["camera"], []).append(i)
+    idx = sorted(i for cam in by_camera.values() for i in evenly(cam[::stride], per_camera))
     if limit:
         idx = idx[:limit]
     if not idx:
-        raise SilhouetteError(f"{root}: split {split!r} has no frames after data.frame_stride={stride}")
+        left = f", without cameras {', '.join(exclude)}" if exclude else ""
+        raise SilhouetteError(f"{root}: split {split or 'all'!r} has no frames after data.frame_stride={stride}{left}")
     items = [ds[i] for i in idx]
     images = torch.stack([(it["image"] * 255.0).round().to(torch.uint8) for it in items])
     people = [(it["gt_boxes"].float().reshape(-1, 4), it["gt_ids"].long().reshape(-1)) for it in items]
     return FrameSet(images, [it["file"] for it in items], people=people)
+
+
+def evenly(items: list[int], n: int) -> list[int]:
+    """`n` evenly spaced entries of `items` (all of them when n is 0 or covers them)."""
+    if not n or n >= len(items):
+        return items
+    return [items[round(k * (len(items) - 1) / max(n - 1, 1))] for k in range(n)]
+
+
+def concat(sets: Sequence[FrameSet]) -> FrameSet:
+    """Several frame sets (of one frame size) as one, in order, each frame with its own labels and people."""
+    sizes = {tuple(s.images.shape[-2:]) for s in sets}
+    if len(sizes) > 1:
+        raise SilhouetteError(f"data.extra_roots: frames of different sizes {sorted(sizes)}; prepare every source "
+                              "at the same --size")
+    return FrameSet(torch.cat([s.images for s in sets]), [f for s in sets for f in s.files],
+                    [lab for s in sets for lab in s.labels], [p for s in sets for p in s.people])
 
 
 def person_targets(dets: Sequence[Detections], threshold: float) -> list[Detections]:
@@ -61,7 +85,7 @@ def predict_batched(detector: Detector, images: torch.Tensor, batch_size: int = 
     return out
 
 
-def pseudo_labels(root: Path, frames: FrameSet, spec: str, threshold: float, split: str) -> list[Detections]:
+def pseudo_labels(root: Path, frames: FrameSet, spec: str, threshold: float, split: str | None) -> list[Detections]:
     """Clean-frame person pseudo-labels: from the dataset's label cache, computed there on first use."""
     from silhouette.data.labels import ensure_pseudo_labels
 

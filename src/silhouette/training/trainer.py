@@ -19,7 +19,9 @@ from silhouette.training.augment import crop_and_flip, move_boxes
 from silhouette.training.config import Config, save_config
 from silhouette.training.distributed import barrier, dist_info, sync_buffers, broadcast_object, init_distributed, shutdown, wrap
 from silhouette.training.engine import AdversarialEngine, People, TrainingDiverged, unwrap
-from silhouette.training.frames import gt_crop_targets, gt_targets, load_frame_set, person_targets, pseudo_labels
+from silhouette.training.frames import (
+    FrameSet, concat, gt_crop_targets, gt_targets, load_frame_set, person_targets, pseudo_labels,
+)
 from silhouette.training.rng import rng_state, seed_everything, set_rng_state
 from silhouette.training.validation import best_score, evaluate
 
@@ -100,8 +102,16 @@ class Trainer:
         barrier()
         self.root = root
         self._setup_detectors()
-        self.train_frames = load_frame_set(root, cfg.data.train_split, cfg.data.frame_stride, cfg.data.max_train_frames)
-        self.val_frames = load_frame_set(root, cfg.data.val_split, cfg.data.val_stride, cfg.data.max_val_frames)
+        d = cfg.data
+        # (root, split, frames) of every training source: the dataset's train split, then each data.extra_roots entry
+        main_split = None if d.train_split == "all" else d.train_split  # 'all': every split of the dataset
+        self.train_sources = [(root, main_split, self._frames(root, main_split))]
+        for extra, split in d.extra_sources():
+            if not (Path(extra) / "manifest.json").is_file():
+                raise SilhouetteError(f"data.extra_roots: {extra} holds no prepared dataset; run silhouette prepare first")
+            self.train_sources.append((Path(extra), split, self._frames(Path(extra), split)))
+        self.train_frames = concat([frames for _, _, frames in self.train_sources])
+        self.val_frames = load_frame_set(root, d.val_split, d.val_stride, d.max_val_frames, d.exclude_cameras)
         if self.dist.is_main:
             self._load_targets()  # rank 0 fills the label cache; the others read it after the barrier
         barrier()
@@ -110,6 +120,11 @@ class Trainer:
         if cfg.detector.targets == "gt":
             self.train_frames.labels = gt_targets(self.train_frames, root, cfg.data.train_split)
             self.val_targets = gt_targets(self.val_frames, root, cfg.data.val_split)
+
+    def _frames(self, root: Path, split: str | None) -> FrameSet:
+        """One training source's frames, with the data section's stride, per-camera cap and left-out cameras."""
+        d = self.cfg.data
+        return load_frame_set(root, split, d.frame_stride, d.max_train_frames, d.exclude_cameras, d.max_per_camera)
 
     def _setup_detectors(self) -> None:
         """The training detector, the one that labels crops, and the validation detector."""
@@ -131,7 +146,8 @@ class Trainer:
     def _load_targets(self) -> None:
         """Pseudo-labels of the train frames (training detector) and validation frames (validation detector)."""
         cfg, thr = self.cfg, self.cfg.detector.score_threshold
-        self.train_frames.labels = pseudo_labels(self.root, self.train_frames, cfg.detector.spec, thr, cfg.data.train_split)
+        self.train_frames.labels = [lab for root, split, frames in self.train_sources
+                                    for lab in pseudo_labels(root, frames, cfg.detector.spec, thr, split)]
         self.val_targets = pseudo_labels(
             self.root, self.val_frames, cfg.detector.eval_spec or cfg.detector.spec, thr, cfg.data.val_split
         )
@@ -326,10 +342,11 @@ class Trainer:
         """Images (cropped/flipped as configured), their person targets and (for the re-ID term) GT persons."""
         d = self.cfg.data
         x = self.train_frames.batch(idx)
-        if not d.crop and not d.hflip and not d.photometric:
+        camera = d.camera_jitter()
+        if not d.crop and not d.hflip and not d.photometric and not camera:
             return x, [self.train_frames.labels[i] for i in idx], self._people(idx, None, x.shape[-2:])
         geometry: list[tuple[int, int, bool]] = []
-        x = crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry)
+        x = crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry, camera)
         people = self._people(idx, geometry, x.shape[-2:])
         if self.cfg.detector.targets == "gt":
             return x, gt_crop_targets(self.train_frames, idx, geometry, x.shape[-2:]), people
@@ -371,7 +388,8 @@ class Trainer:
         bar = self._bar(total=t.warmup_steps, desc=f"warm-start ({t.warmup_target})")
         while steps < t.warmup_steps:
             for idx in self._batches(10_000 + rounds, bs):
-                x = crop_and_flip(self.train_frames.batch(idx), crop, d.hflip, gen, d.photometric).to(self.device)
+                x = crop_and_flip(self.train_frames.batch(idx), crop, d.hflip, gen, d.photometric,
+                                  camera=d.camera_jitter()).to(self.device)
                 loss, out = engine.warmup_step(x, t.warmup_target)
                 rec = engine.deobfuscator_step(x, out)
                 sched.step()
