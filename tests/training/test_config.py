@@ -147,3 +147,23 @@ def test_yaml_infinity_is_refused_in_one_line(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.lr_obf: expected a finite number" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("data.scale_jitter", "1.5", "data.scale_jitter"), ("data.blur", "-0.1", "data.blur"),
+    ("data.noise", "0.7", "data.noise"), ("data.jpeg", "2", "data.jpeg"),
+    ("data.max_per_camera", "-1", "data.max_per_camera"), ("data.extra_roots", "[':train']", "data.extra_roots"),
+])
+def test_camera_diversity_options_reject_bad_values_in_one_line(key: str, value: str, field: str) -> None:
+    with pytest.raises(SilhouetteError) as err:
+        load_config(REPO / "configs" / "general.yaml", [f"{key}={value}"])
+    assert field in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["detector.targets=gt"], "data.extra_roots"),  # Intel frames have no human boxes
+    (["data.extra_roots=[]", "detector.targets=gt"], "data.scale_jitter"),  # zoomed frames lose their human boxes
+])
+def test_options_that_need_human_boxes_clash_with_a_clear_error(overrides: list[str], field: str) -> None:
+    with pytest.raises(SilhouetteError, match=field):
+        load_config(REPO / "configs" / "general.yaml", overrides)

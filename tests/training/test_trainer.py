@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 from pathlib import Path
@@ -167,3 +168,22 @@ def test_explicit_cuda_device_gets_the_local_rank_index(monkeypatch: pytest.Monk
     assert resolve_device("cuda", local_rank=1) == torch.device("cuda:1")
     assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda:0")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_extra_sources_join_training_balanced_and_without_the_left_out_camera(
+        tiny_config, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:  # noqa: ANN001
+    """data.extra_roots / exclude_cameras / max_per_camera: the frames a leave-one-source-out fold trains on."""
+    from silhouette.data import prepare_dataset
+    from silhouette.training.trainer import Trainer
+
+    intel = prepare_dataset("intel", tmp_path_factory.mktemp("intel20") / "intel", every=20, progress=False)
+    cfg = tiny_config("data.max_train_frames=0", "data.max_per_camera=3", f"data.extra_roots=['{intel}:all']",
+                      "data.exclude_cameras=['people-detection']", "data.scale_jitter=0.3", "data.jpeg=0.5")
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.run()
+    cams = [f.split("/")[1] for f in trainer.train_frames.files]
+    intel_cams = {f["camera"] for f in json.loads((intel / "manifest.json").read_text())["frames"]}
+    assert set(cams) == {"view001"} | (intel_cams - {"people-detection"})
+    assert max(cams.count(c) for c in set(cams)) == 3  # the cap holds per camera, the long clip included
+    assert len(trainer.train_frames.labels) == len(cams)  # each source labelled from its own cache
+    assert (tmp_path / "run" / "last.pt").is_file()

@@ -119,8 +119,9 @@ def rescale(img: torch.Tensor, strength: float, gen: torch.Generator) -> torch.T
 
 def sensor_jitter(img: torch.Tensor, camera: CameraJitter, gen: torch.Generator) -> torch.Tensor:
     """Lens blur, sensor noise and a JPEG round trip of a [3,H,W] image in [0,1], each with its configured odds."""
-    from torchvision.io import decode_jpeg, encode_jpeg
     from torchvision.transforms.functional import gaussian_blur
+
+    from silhouette.imaging import bgr_to_tensor, decode_frame, encode_frame, tensor_to_bgr
 
     if camera.blur > 0 and float(torch.rand(1, generator=gen)) < camera.blur:
         sigma = _uniform(gen, 0.5, 1.5)
@@ -130,5 +131,5 @@ def sensor_jitter(img: torch.Tensor, camera: CameraJitter, gen: torch.Generator)
         img = (img + std * torch.randn(img.shape, generator=gen, dtype=img.dtype)).clamp(0, 1)
     if camera.jpeg > 0 and float(torch.rand(1, generator=gen)) < camera.jpeg:
         quality = int(_uniform(gen, 30, 91))
-        img = decode_jpeg(encode_jpeg((img * 255).round().to(torch.uint8), quality=quality)).to(img.dtype) / 255.0
+        img = bgr_to_tensor(decode_frame(encode_frame(tensor_to_bgr(img), "jpg", quality))).to(img.dtype)
     return img
