@@ -29,8 +29,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
+
+from silhouette.evaluation import silhouettes as S
+from silhouette.evaluation.silhouettes import PERSON_GREY, silhouette_masks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scripts' shared helpers: _common
 import _common  # noqa: E402
@@ -38,39 +40,53 @@ from _common import REPO_ROOT, log  # noqa: E402
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 PETS = "runs/data/pets2009"
-PERSON_GREY = 0.25  # the flat fill of the `scene` variant: about the mean intensity of the people in PETS
 
 
 def median_background(ds: object, stride: int) -> torch.Tensor:
-    """Per-pixel median of every `stride`-th frame: the empty scene of a static camera."""
-    return torch.stack([ds[i]["image"] for i in range(0, len(ds), stride)]).median(0).values  # type: ignore[index]
-
-
-def silhouette_masks(images: torch.Tensor, background: torch.Tensor, tau: float) -> torch.Tensor:
-    """Foreground masks [N,1,H,W] in {0,1}: max channel difference to the background above `tau`, opened and closed."""
-    import cv2
-
-    diff = (images - background).abs().amax(1).cpu().numpy()
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    out = []
-    for d in diff:
-        m = (d > tau).astype(np.uint8)
-        # opening drops isolated noisy pixels, closing fills pinholes inside a body
-        out.append(cv2.morphologyEx(cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel))
-    return torch.from_numpy(np.stack(out)).to(images.device, images.dtype)[:, None]
+    """Per-pixel median of every `stride`-th frame of a dataset: the empty scene of a static camera."""
+    return S.median_background(torch.stack([ds[i]["image"] for i in range(0, len(ds), stride)]))  # type: ignore
 
 
 def variants(background: torch.Tensor, tau: float) -> dict[str, Transform]:
     """The two silhouette outputs as frame transforms."""
+    return {style: S.BackgroundSilhouette(background, style, tau) for style in S.STYLES}
 
-    def mask(x: torch.Tensor) -> torch.Tensor:
-        return silhouette_masks(x, background, tau).expand(-1, 3, -1, -1).contiguous()
 
-    def scene(x: torch.Tensor) -> torch.Tensor:
-        m = silhouette_masks(x, background, tau)
-        return background * (1 - m) + PERSON_GREY * m
+def clip_faces(style: str, tau: float, every: int = 1) -> dict:
+    """The scorecard's face columns for one silhouette style: each face clip against the median of its own frames."""
+    from silhouette.privacy import faces as F
 
-    return {"mask": mask, "scene": scene}
+    footage = F.resolve_footage(None)
+    detectors = [F.build_face_detector(n) for n, why in F.available_face_detectors().items() if not why]
+    out: dict = {"key": {"detectors": [d.name for d in detectors], "every": every, "background": "median of the clip"},
+                 "clips": [f.label for f in footage]}
+    for f in footage:
+        frames = F.load_footage([f], every=every)
+        transform = S.BackgroundSilhouette(S.median_background(torch.stack(frames[f.label])), style, tau)
+        with torch.no_grad():
+            res = F.run_face_attack(detectors, frames, transform)
+        for d in detectors:
+            acc = out.setdefault(d.name, {"detector": d.name, "frames": 0, "reference_faces": 0,
+                                          "obfuscated": {"reference_faces": 0, "found_again": 0}})
+            acc["frames"] += res[d.name]["frames"]
+            acc["reference_faces"] += res[d.name]["reference_faces"]
+            for k in ("reference_faces", "found_again"):
+                acc["obfuscated"][k] += res[d.name]["obfuscated"][k]
+    for d in detectors:
+        o = out[d.name]["obfuscated"]
+        o["fraction"] = o["found_again"] / o["reference_faces"] if o["reference_faces"] else float("nan")
+    return out
+
+
+def write_rows(folder: Path, results: dict, args: argparse.Namespace, prior: dict | None) -> None:
+    """The silhouettes as rows `silhouette scorecard --from` merges (bgsub:mask, bgsub:scene), attack by attack."""
+    from silhouette.privacy.scorecard import write_scorecard
+
+    rows = [{"method": f"bgsub:{name}", "family": "bgsub", "setting": f"background subtraction, {name}, tau {args.tau}",
+             "reid": r["reid"], "reconstruction": r.get("reconstruction"), "faces": r.get("faces"), "utility": None}
+            for name, r in results.items()]
+    write_scorecard(folder, rows, {"scene_prior": prior, "device": "cpu",
+                                   "data": args.data, "background": "per-pixel median of every 8th train frame"})
 
 
 def mask_coverage(ds: object, background: torch.Tensor, tau: float, every: int = 10) -> dict[str, float]:
@@ -211,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: people reconstructed at {res['test']['person_psnr']:.2f} dB, SSIM {res['test']['person_ssim']:.3f}")
         phases["reconstruction"] = _common.run_info(load_before)
         save()
+
+    for name in fns:
+        if "faces" not in results[name]:
+            log(f"{name}: faces (MTCNN and Haar on the shared face clips, each against its own background)")
+            results[name]["faces"] = clip_faces(name, args.tau, every=20 if args.smoke else 1)
+            phases["faces"] = _common.run_info(load_before)
+            save()
+    write_rows(out / "scorecard", results, args, prior)
 
     chance = next(iter(results.values()))["reid"]["adaptive"]["obfuscated"]["chance_rank1"]
     lines = ["| output | person AP50 | count MAE | re-ID R1 clean-trained | re-ID R1 adaptive | adaptive mAP | chance R1 "

@@ -219,9 +219,11 @@ def _pair_source(args: argparse.Namespace) -> tuple:  # type: ignore[type-arg]
     det = pair_detector(args.pair)
     pair = read_pair(args.pair)
     if "baseline" in pair:  # a fine-tuned baseline: a classic obfuscation and a detector adapted to it
-        from silhouette.evaluation.baselines import BaselineModule
+        from silhouette.evaluation.silhouettes import make_transform
 
-        transform, what, name = BaselineModule(pair["baseline"]), f"fine-tuned baseline {pair['baseline']}", f"{det.name} (fine-tuned)"
+        # silhouettes take the background of the footage being scored (its train split: frames the camera saw before)
+        transform = make_transform(pair["baseline"], args.data)
+        what, name = f"fine-tuned baseline {pair['baseline']}", f"{det.name} (fine-tuned)"
     else:
         transform = build_from_entry(read_checkpoint(args.pair)["obfuscator"], args.pair).eval()
         what, name = f"private pair {args.pair}", f"{det.name} (co-trained)"

@@ -15,7 +15,6 @@ import torch
 
 from silhouette.detectors.adapt import PAIR_FORMAT as FORMAT
 from silhouette.errors import SilhouetteError
-from silhouette.evaluation.baselines import BaselineModule
 from silhouette.training.config import Config
 
 log = logging.getLogger(__name__)
@@ -30,8 +29,10 @@ class Finetuner:
         from silhouette.training.frames import load_frame_set
         from silhouette.training.rng import seed_everything
 
+        from silhouette.evaluation.silhouettes import make_transform
+
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.transform = BaselineModule(baseline)
+        self.transform = make_transform(baseline, cfg.data.root)
         last = self.out / "last.pt"
         if last.exists() and not resume:
             raise SilhouetteError(f"{self.out} already holds a fine-tuning run; pass --resume or choose another --out")
@@ -70,17 +71,25 @@ class Finetuner:
 
         d = self.cfg.data
         x = self.train_frames.batch(idx)
+        # silhouettes need the whole frame against the camera's background (and its light: no photometric jitter);
+        # the clean frame rides along as channels 3-5 so the detector labels exactly the same crop
+        frame_level = getattr(self.transform, "frame_level", False)
+        if frame_level:
+            with torch.no_grad():
+                x = torch.cat([self.transform(x), x], dim=1)
+        photometric = 0.0 if frame_level else d.photometric
         geometry: list[tuple[int, int, bool]] = []
-        x = crop_and_flip(x, d.crop, d.hflip, gen, d.photometric, geometry) if (d.crop or d.hflip or d.photometric) else x
+        x = crop_and_flip(x, d.crop, d.hflip, gen, photometric, geometry) if (d.crop or d.hflip or photometric) else x
+        seen, x = (x[:, 3:], x[:, :3]) if frame_level else (x, x)
         if not geometry:
             targets = [self.train_frames.labels[i] for i in idx]
         elif self.cfg.detector.targets == "gt":
             targets = gt_crop_targets(self.train_frames, idx, geometry, x.shape[-2:])
         else:
             with torch.no_grad():
-                targets = person_targets(self.label_detector.predict(x), self.cfg.detector.score_threshold)
+                targets = person_targets(self.label_detector.predict(seen), self.cfg.detector.score_threshold)
         with torch.no_grad():
-            return self.transform(x), targets
+            return (x if frame_level else self.transform(x)), targets
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training frames, then validation AP50 of the exported detector."""
