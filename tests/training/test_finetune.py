@@ -86,3 +86,19 @@ def test_bad_baselines_are_one_line(argv_tail: list[str], message: str, tmp_path
 def test_attack_points_a_finetuned_pair_to_its_baseline(finetuned: Path, pets_every: Callable[[int], Path], tmp_path: Path) -> None:
     code, _, err = _run("attack", "--pair", str(finetuned / "pair.json"), "--data", str(pets_every(40)), "--out", str(tmp_path))
     assert code == 2 and "attack it as --methods greypix:4" in err
+
+
+def test_silhouettes_finetune_evaluate_and_point_the_attack_to_their_experiment(
+        pets_every: Callable[[int], Path], tmp_path: Path) -> None:
+    """bgsub:mask: fine-tuned on whole-frame silhouettes, scored against the footage's own background."""
+    data, run = pets_every(40), tmp_path / "bgsub"
+    code, _, err = _run(*_args(data, run, "bgsub:mask"))
+    assert code == 0, err
+    assert json.loads((run / "pair.json").read_text())["baseline"] == "bgsub:mask"
+    code, _, err = _run("evaluate", "--pair", str(run / "pair.json"), "--data", str(data), "--no-progress",
+                        "--out", str(tmp_path / "ev"))
+    assert code == 0, err
+    res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert res["obfuscation"] == "fine-tuned baseline bgsub:mask" and 0.0 <= res["similarity"]["ssim"] < 0.2
+    code, _, err = _run("attack", "--pair", str(run / "pair.json"), "--data", str(data), "--out", str(tmp_path / "a"))
+    assert code == 2 and "experiments/silhouette_floor.py" in err

@@ -80,8 +80,11 @@ class AttackConfig:
                 from silhouette.detectors.adapt import read_pair
 
                 spec = read_pair(pair)["baseline"]
+                # silhouettes need their camera's background, which the attack's methods do not carry
+                how = ("run experiments/silhouette_floor.py, which attacks both silhouette styles" if spec.startswith("bgsub:")
+                       else f"attack it as --methods {spec}")
                 raise SilhouetteError(f"--pair {pair}: a fine-tuned baseline leaves the camera's frames as the baseline "
-                                      f"makes them; attack it as --methods {spec}")
+                                      f"makes them; {how}")
         if args.methods or pair:
             methods = ([f"private={pair}"] if pair else []) + (_csv(args.methods) if args.methods else [])
         else:

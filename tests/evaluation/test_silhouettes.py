@@ -1,0 +1,61 @@
+"""Background-subtraction silhouettes: people stand out from the median background, in both output styles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from silhouette.errors import SilhouetteError
+from silhouette.evaluation import silhouettes as S
+
+
+@pytest.fixture(scope="module")
+def pets(pets_every: Callable[[int], Path]) -> Path:
+    return pets_every(10)
+
+
+def _test_frames(root: Path) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    from silhouette.data.torch_dataset import FrameDataset
+
+    ds = FrameDataset(root, split="test")
+    items = [ds[i] for i in range(len(ds))]
+    return torch.stack([it["image"] for it in items]), [it["gt_boxes"].reshape(-1, 4) for it in items]
+
+
+def test_masks_mark_people_not_the_scene(pets: Path) -> None:
+    """On real PETS test frames the foreground lies in the human boxes, far more densely than anywhere else."""
+    sil = S.from_dataset("bgsub:mask", pets)
+    x, boxes = _test_frames(pets)
+    m = sil(x)
+    assert m.shape == x.shape and set(torch.unique(m).tolist()) <= {0.0, 1.0}
+    inside = torch.zeros_like(m[:, 0])
+    for i, b in enumerate(boxes):
+        for x0, y0, x1, y1 in b.round().int().tolist():
+            inside[i, y0:y1, x0:x1] = 1
+    fg = m[:, 0]
+    assert float((fg * inside).sum() / inside.sum()) > 0.4  # most person pixels differ from the background
+    assert float((fg * (1 - inside)).sum() / (1 - inside).sum()) < 0.03  # almost nothing else does
+
+
+def test_scene_keeps_the_background_and_fills_people_grey(pets: Path) -> None:
+    x, _ = _test_frames(pets)
+    mask, scene = S.from_dataset("bgsub:mask", pets), S.from_dataset("bgsub:scene", pets)
+    m, out = mask(x)[:, :1], scene(x)
+    assert torch.allclose(out * (1 - m), scene.background * (1 - m))
+    assert torch.allclose(out * m, torch.full_like(out, S.PERSON_GREY) * m)
+
+
+def test_bad_specs_sizes_and_footage_are_clear_errors(pets: Path, tmp_path: Path) -> None:
+    from silhouette.data import prepare_dataset
+
+    with pytest.raises(SilhouetteError, match="bgsub:mask or bgsub:scene"):
+        S.make_transform("bgsub:outline", pets)
+    sil = S.from_dataset("bgsub:mask", pets)
+    with pytest.raises(SilhouetteError, match="frames are 160x100 but the background is 320x200"):
+        sil(torch.rand(1, 3, 100, 160))
+    intel = prepare_dataset("intel", tmp_path / "intel", every=40, progress=False)
+    with pytest.raises(SilhouetteError, match="needs one static camera"):
+        S.from_dataset("bgsub:mask", intel)
