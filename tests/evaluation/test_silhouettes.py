@@ -48,14 +48,26 @@ def test_scene_keeps_the_background_and_fills_people_grey(pets: Path) -> None:
     assert torch.allclose(out * m, torch.full_like(out, S.PERSON_GREY) * m)
 
 
-def test_bad_specs_sizes_and_footage_are_clear_errors(pets: Path, tmp_path: Path) -> None:
-    from silhouette.data import prepare_dataset
-
+def test_bad_specs_and_sizes_are_clear_errors(pets: Path) -> None:
     with pytest.raises(SilhouetteError, match="bgsub:mask or bgsub:scene"):
         S.make_transform("bgsub:outline", pets)
     sil = S.from_dataset("bgsub:mask", pets)
     with pytest.raises(SilhouetteError, match="frames are 160x100 but the background is 320x200"):
         sil(torch.rand(1, 3, 100, 160))
-    intel = prepare_dataset("intel", tmp_path / "intel", every=40, progress=False)
-    with pytest.raises(SilhouetteError, match="needs one static camera"):
-        S.from_dataset("bgsub:mask", intel)
+
+
+def test_each_camera_gets_its_own_background(tmp_path: Path) -> None:
+    """Several cameras at once: every frame is compared with its own camera's scene, so little of it is foreground."""
+    from silhouette.data import prepare_dataset
+    from silhouette.data.torch_dataset import FrameDataset
+
+    intel = prepare_dataset("intel", tmp_path / "intel", every=20, progress=False)
+    sil = S.from_dataset("bgsub:mask", intel)
+    ds = FrameDataset(intel)
+    cams = sorted({r["camera"] for r in ds.records})
+    assert len(sil.backgrounds) == len(cams) > 1
+    for k, cam in enumerate(cams):
+        x = torch.stack([ds[i]["image"] for i, r in enumerate(ds.records) if r["camera"] == cam][:3])
+        assert torch.equal(sil.nearest(x), sil.backgrounds[k : k + 1].expand(len(x), -1, -1, -1))
+    one = S.from_dataset("bgsub:mask", intel, cameras=[cams[0]])
+    assert len(one.backgrounds) == 1

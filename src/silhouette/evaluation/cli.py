@@ -222,7 +222,7 @@ def _pair_source(args: argparse.Namespace) -> tuple:  # type: ignore[type-arg]
         from silhouette.evaluation.silhouettes import make_transform
 
         # silhouettes take the background of the footage being scored (its train split: frames the camera saw before)
-        transform = make_transform(pair["baseline"], args.data)
+        transform = make_transform(pair["baseline"], args.data, _csv(args.cameras))
         what, name = f"fine-tuned baseline {pair['baseline']}", f"{det.name} (fine-tuned)"
     else:
         transform = build_from_entry(read_checkpoint(args.pair)["obfuscator"], args.pair).eval()

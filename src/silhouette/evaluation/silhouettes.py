@@ -42,7 +42,11 @@ def silhouette_masks(images: torch.Tensor, background: torch.Tensor, tau: float)
 
 
 class BackgroundSilhouette(nn.Module):
-    """Silhouettes against a fixed background, as a parameter-free module (spec 'bgsub:mask' or 'bgsub:scene')."""
+    """Silhouettes against fixed backgrounds, as a parameter-free module (spec 'bgsub:mask' or 'bgsub:scene').
+
+    `background` is one [3,H,W] scene or one per camera [K,3,H,W]; each frame is compared with the background it
+    is closest to (its own camera's: another scene differs everywhere), so footage of several cameras scores at once.
+    """
 
     frame_level = True  # needs whole frames at the background's size: training crops after it, not before
 
@@ -50,18 +54,32 @@ class BackgroundSilhouette(nn.Module):
         super().__init__()
         if style not in STYLES:
             raise SilhouetteError(f"bgsub:{style}: expected bgsub:mask or bgsub:scene")
-        self.register_buffer("background", background.float())
+        bg = background.float()
+        self.register_buffer("backgrounds", bg[None] if bg.dim() == 3 else bg)
         self.style, self.tau, self.spec = style, float(tau), f"bgsub:{style}"
+
+    @property
+    def background(self) -> torch.Tensor:
+        """The first (or only) background [3,H,W]."""
+        return self.backgrounds[0]
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """The background [B,3,H,W] each frame of a batch is closest to."""
+        if len(self.backgrounds) == 1:
+            return self.backgrounds[:1].expand(len(x), -1, -1, -1)
+        dist = (x[:, None] - self.backgrounds[None]).abs().mean(dim=(2, 3, 4))
+        return self.backgrounds[dist.argmin(1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The silhouettes of a [B,3,H,W] batch at the background's size."""
-        if tuple(x.shape[-2:]) != tuple(self.background.shape[-2:]):
+        if tuple(x.shape[-2:]) != tuple(self.backgrounds.shape[-2:]):
             raise SilhouetteError(f"{self.spec}: frames are {x.shape[-1]}x{x.shape[-2]} but the background is "
-                                  f"{self.background.shape[-1]}x{self.background.shape[-2]}; use frames of its camera")
-        m = silhouette_masks(x, self.background, self.tau)
+                                  f"{self.backgrounds.shape[-1]}x{self.backgrounds.shape[-2]}; use frames of its camera")
+        bg = self.nearest(x)
+        m = torch.cat([silhouette_masks(x[i : i + 1], bg[i], self.tau) for i in range(len(x))]) if len(x) else x[:, :1]
         if self.style == "mask":
             return m.expand(-1, 3, -1, -1).contiguous()
-        return self.background * (1 - m) + PERSON_GREY * m
+        return bg * (1 - m) + PERSON_GREY * m
 
 
 def is_bgsub(spec: str) -> bool:
@@ -69,27 +87,30 @@ def is_bgsub(spec: str) -> bool:
     return spec.partition(":")[0].strip() == "bgsub"
 
 
-def from_dataset(spec: str, root: str | Path, tau: float = DEFAULT_TAU) -> BackgroundSilhouette:
-    """'bgsub:STYLE' with the background of a prepared dataset: its train split, or every frame if it has none."""
-    from silhouette.data.manifest import load_manifest
+def from_dataset(spec: str, root: str | Path, tau: float = DEFAULT_TAU,
+                 cameras: list[str] | None = None) -> BackgroundSilhouette:
+    """'bgsub:STYLE' with one background per camera of a prepared dataset: the median of that camera's train frames
+    (every frame it has, for a camera outside the train split)."""
     from silhouette.data.torch_dataset import FrameDataset
 
     style = spec.partition(":")[2].strip()
     if style not in STYLES:
         raise SilhouetteError(f"--baseline {spec}: expected bgsub:mask or bgsub:scene")
-    splits = {r["split"] for r in load_manifest(root)["frames"]}
-    ds = FrameDataset(root, split="train" if "train" in splits else None)
-    cams = {r["camera"] for r in ds.records}
-    if len(cams) != 1:
-        raise SilhouetteError(f"{spec}: {root} holds {len(cams)} cameras; a background model needs one static camera")
-    images = torch.stack([ds[i]["image"] for i in range(0, len(ds), BACKGROUND_STRIDE)])
-    return BackgroundSilhouette(median_background(images), style, tau)
+    ds = FrameDataset(root, cameras=cameras)
+    by_camera: dict[str, list[int]] = {}
+    for i, rec in enumerate(ds.records):
+        by_camera.setdefault(rec["camera"], []).append(i)
+    backgrounds = []
+    for cam, idx in sorted(by_camera.items()):
+        train = [i for i in idx if ds.records[i]["split"] == "train"] or idx
+        backgrounds.append(median_background(torch.stack([ds[i]["image"] for i in train[::BACKGROUND_STRIDE]])))
+    return BackgroundSilhouette(torch.stack(backgrounds), style, tau)
 
 
-def make_transform(spec: str, root: str | Path) -> nn.Module:
-    """The frame transform of a baseline spec: a classic baseline, or silhouettes against `root`'s background."""
+def make_transform(spec: str, root: str | Path, cameras: list[str] | None = None) -> nn.Module:
+    """The frame transform of a baseline spec: a classic baseline, or silhouettes against `root`'s backgrounds."""
     if is_bgsub(spec):
-        return from_dataset(spec, root)
+        return from_dataset(spec, root, cameras=cameras)
     from silhouette.evaluation.baselines import BaselineModule
 
     return BaselineModule(spec)
