@@ -99,3 +99,17 @@ def testdata_bgr(shared: Path) -> list[Any]:
         assert img is not None, f"missing test frame {f}"
         frames.append(img)
     return frames
+
+
+@pytest.fixture(scope="session")
+def silhouette_pair(pets_every: Callable[[int], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch silhouette pair (bgsub:mask + YOLOX-Nano fine-tuned on it): its pair.json beside detector.onnx."""
+    from silhouette.training.config import load_config
+    from silhouette.training.finetune import Finetuner
+
+    out = tmp_path_factory.mktemp("silhouette_pair") / "run"
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", [
+        f"data.root={pets_every(40)}", "detector.spec=yolox_nano", "data.crop=[96, 128]", "data.frame_stride=1",
+        "detector.targets=gt"])
+    Finetuner(cfg, "bgsub:mask", out, progress=False).run()
+    return out / "pair.json"

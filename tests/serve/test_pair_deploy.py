@@ -31,6 +31,11 @@ def _service(pair: Path | None) -> Iterator[str]:
 
 
 def _run(*argv: str) -> tuple[int, str, str]:
+    if argv[0] == "edge" and "--spool" not in argv:
+        # a refused frame stays in the spool and would be sent by the next run of that camera: one spool per call
+        import tempfile
+
+        argv = (*argv, "--spool", tempfile.mkdtemp(prefix="spool-"))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(argv))

@@ -129,5 +129,7 @@ def pair_id_of(checkpoint: str | Path) -> str | None:
     """The id a private pair is known by on the wire (its detector's sha256, first 16 hex digits); None if compatible."""
     from silhouette.models.checkpoint import read_checkpoint
 
+    if Path(checkpoint).suffix == ".json":  # a fine-tuned baseline's pair.json: its detector names it just the same
+        return str(read_pair(checkpoint)["sha256"])[:16]
     pair = read_checkpoint(checkpoint).get("pair")
     return str(pair["sha256"])[:16] if isinstance(pair, dict) and "sha256" in pair else None

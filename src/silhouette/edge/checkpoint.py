@@ -74,7 +74,16 @@ def load_torch_obfuscator(checkpoint: Path) -> Any:
 
 
 def pair_id(checkpoint: str | os.PathLike[str], option: str = "--pair") -> str | None:
-    """The id a private-mode .pt checkpoint names its pair by on the wire, or None for a compatible one."""
+    """The id a private pair names itself by on the wire (None for a compatible obfuscator): a silhouette pair's
+    pair.json is read without torch; any other pair is a .pt checkpoint."""
+    from silhouette.silhouettes import read_silhouette_pair
+
+    if Path(checkpoint).suffix == ".json":
+        pair = read_silhouette_pair(checkpoint)
+        if pair is None or "sha256" not in pair:
+            raise SilhouetteError(f"{option} {checkpoint}: not a silhouette pair's pair.json (`silhouette finetune "
+                                  "--baseline bgsub:mask`); a camera runs silhouette pairs and private .pt checkpoints")
+        return str(pair["sha256"])[:16]
     require_torch(f"{option} {checkpoint}", Path(checkpoint).with_suffix(".onnx"))
     from silhouette.detectors.adapt import pair_id_of
 

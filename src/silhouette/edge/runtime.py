@@ -73,6 +73,13 @@ def load_runner(checkpoint: str | os.PathLike[str] | None = None, backend: str =
     """An obfuscator runner for `backend` (onnx, onnx-int8 or torch); without a checkpoint the shipped .onnx runs."""
     if backend not in BACKENDS:
         raise SilhouetteError(f"--backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    if checkpoint is not None and Path(checkpoint).suffix == ".json":
+        from silhouette.silhouettes import StreamingBackground, read_silhouette_pair
+
+        if read_silhouette_pair(checkpoint) is None:
+            raise SilhouetteError(f"{checkpoint}: not a silhouette pair's pair.json; a camera runs silhouette pairs, "
+                                  "obfuscator checkpoints (.pt) and their ONNX exports")
+        return StreamingBackground(path=Path(checkpoint))  # no network: each camera learns its own background
     if backend == "torch":
         require_torch("--backend torch")
         ckpt = resolve_checkpoint(checkpoint)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from silhouette.errors import SilhouetteError
 
+from silhouette.silhouettes import DEFAULT_TAU, PERSON_GREY, foreground_masks
+
 STYLES = ("mask", "scene")
-PERSON_GREY = 0.25  # the flat fill of `scene`: about the mean intensity of the people in PETS
-DEFAULT_TAU = 0.06  # foreground threshold on the max channel difference (covers ~70 % of PETS person-box pixels)
 BACKGROUND_STRIDE = 8  # every 8th frame: consecutive 10 fps frames add nothing to a median
 
 
@@ -29,16 +28,9 @@ def median_background(images: torch.Tensor) -> torch.Tensor:
 
 def silhouette_masks(images: torch.Tensor, background: torch.Tensor, tau: float) -> torch.Tensor:
     """Foreground masks [N,1,H,W] in {0,1}: max channel difference to the background above `tau`, opened and closed."""
-    import cv2
-
-    diff = (images - background).abs().amax(1).cpu().numpy()
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    out = []
-    for d in diff:
-        m = (d > tau).astype(np.uint8)
-        # opening drops isolated noisy pixels, closing fills pinholes inside a body
-        out.append(cv2.morphologyEx(cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel), cv2.MORPH_CLOSE, kernel))
-    return torch.from_numpy(np.stack(out)).to(images.device, images.dtype)[:, None]
+    bg = background.detach().cpu().numpy()
+    masks = foreground_masks(images.detach().cpu().numpy(), bg[None] if bg.ndim == 3 else bg, tau)
+    return torch.from_numpy(masks).to(images.device, images.dtype)
 
 
 class BackgroundSilhouette(nn.Module):
