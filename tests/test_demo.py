@@ -64,3 +64,24 @@ def _reference_counts(data: Path, n: int) -> dict[str, list[int]]:
         "clean": [len(d.persons(0.3)) for d in detector.predict(images)],
         "compatible": [len(d.persons(0.3)) for d in detector.predict(obfuscated)],
     }
+
+
+def test_demo_private_mode_defaults_to_the_shipped_silhouette_pair(pets_every: Callable[[int], Path], tmp_path: Path) -> None:
+    """Without --pair the private column is the shipped silhouette pair, counted exactly as its parts count."""
+    import torch
+
+    from silhouette.data import FrameDataset
+    from silhouette.detectors.adapt import pair_detector
+    from silhouette.evaluation.silhouettes import make_transform
+    from silhouette.paths import ASSETS_DIR
+
+    data = tmp_path / "pets"
+    shutil.copytree(pets_every(40), data)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--data", str(data), "--max-frames", "3"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "demo" / "counts.csv")))
+    ds = FrameDataset(data, split="test")
+    images = torch.stack([ds[i]["image"] for i in range(3)])
+    sil, det = make_transform("bgsub:mask", data), pair_detector(ASSETS_DIR / "silhouette_pair.json")
+    with torch.no_grad():
+        expected = [len(d.persons(0.3)) for d in det.predict(sil(images))]
+    assert [int(r["private"]) for r in rows] == expected and sum(expected) > 0

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-DEFAULT_PAIR_NAME = "obfuscator_private.pt"  # the shipped private pair, beside its .detector.onnx in assets/
+DEFAULT_PAIR_NAME = "silhouette_pair.json"  # the shipped private pair, beside its .detector.onnx in assets/
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Prepare the PETS 2009 footage and count the people of its test split three ways: the unmodified detector on "
             "the original frames, compatible mode (the shipped obfuscator, the unmodified detector) and private mode "
-            "(the shipped private pair: its obfuscator and its co-trained detector). Writes side_by_side.png, "
+            "(the shipped private pair: background-subtraction silhouettes and a detector fine-tuned on them; or a learned "
+            "pair given with --pair). Writes side_by_side.png, "
             "counts.png and counts.csv. A mode whose files are not installed is left out with a warning."
         ),
     )
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, help="prepared pets2009 folder, used as it is (default: OUT/pets2009, prepared on first use)")
     p.add_argument("--detector", default="yolox_nano", help="zoo detector that plays the cloud service in compatible mode")
     p.add_argument("--checkpoint", type=Path, default=None, help="compatible-mode obfuscator (default: the shipped one)")
-    p.add_argument("--pair", type=Path, default=None, help="private-mode pair checkpoint (default: the shipped one)")
+    p.add_argument("--pair", type=Path, default=None, help="private-mode pair: a pair.json or a co-trained .pt (default: the shipped silhouette pair)")
     p.add_argument("--max-frames", type=int, default=None, help="only the first N test frames (quick look)")
     p.add_argument("--threshold", type=float, default=0.3, help="person score threshold for counting")
     p.set_defaults(func=run_demo)
@@ -47,7 +48,7 @@ def _batches(n: int, size: int) -> list[range]:
 
 def _modes(args: argparse.Namespace, detector: object) -> dict[str, tuple[object, object]]:
     """{mode: (obfuscator, detector)}; a shipped file that is missing drops its mode with a warning."""
-    from silhouette.detectors.adapt import pair_detector
+    from silhouette.detectors.adapt import pair_detector, read_pair
     from silhouette.models.checkpoint import build_from_entry, load_obfuscator, read_checkpoint
     from silhouette.paths import ASSETS_DIR
 
@@ -62,7 +63,10 @@ def _modes(args: argparse.Namespace, detector: object) -> dict[str, tuple[object
     if args.pair is None and not pair.is_file():
         log.warning("no private pair installed (%s); private mode left out", pair)
         return modes
-    modes["private"] = (build_from_entry(read_checkpoint(pair)["obfuscator"], pair).eval(), pair_detector(pair))
+    if pair.suffix == ".json":  # silhouettes need the footage's background: built once the data is prepared
+        modes["private"] = (read_pair(pair)["baseline"], pair_detector(pair))
+    else:
+        modes["private"] = (build_from_entry(read_checkpoint(pair)["obfuscator"], pair).eval(), pair_detector(pair))
     return modes
 
 
@@ -77,6 +81,11 @@ def run_demo(args: argparse.Namespace) -> int:
     data_root = args.data or out / "pets2009"
     if args.data is None or not (data_root / "manifest.json").is_file():
         prepare_dataset("pets2009", data_root)  # a --data folder that is already prepared is used as it is
+    for mode, (obf, det) in list(modes.items()):
+        if isinstance(obf, str):  # a fine-tuned baseline: its frames from the camera's (the train split's) background
+            from silhouette.evaluation.silhouettes import make_transform
+
+            modes[mode] = (make_transform(obf, data_root), det)
     ds = FrameDataset(data_root, split="test")
     n = len(ds) if args.max_frames is None else min(len(ds), args.max_frames)
     if n == 0:
@@ -126,7 +135,7 @@ def _print_summary(args: argparse.Namespace, n: int, dets: dict) -> None:
     from silhouette.evaluation.metrics import count_error
 
     print(f"{n} PETS 2009 test frames, threshold {args.threshold}; compatible mode uses {args.detector} unmodified, "
-          "private mode its co-trained detector")
+          "private mode the pair's own detector")
     for col in [c for c in dets if c != "gt"]:
         v = count_error(dets[col], dets["gt"])
         print(f"  {col:>10} vs ground truth: count MAE {v['mae']:.2f} persons/frame (bias {v['bias']:+.2f})")
