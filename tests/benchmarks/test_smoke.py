@@ -50,6 +50,14 @@ def test_benchmark_smoke_writes_json_with_provenance(script: str, shared: Path, 
     assert "loadavg_before" in data["machine"]  # timings on a shared machine need the load beside them
 
 
+def test_edge_benchmark_times_the_silhouette_camera(shared: Path, tmp_path: Path) -> None:
+    """The shipped silhouette pair's camera side is timed beside the networks, with what a frame costs on the wire."""
+    data = run("benchmarks/edge.py", ["--smoke"], tmp_path / "out.json", shared)
+    row = next(r for r in data["obfuscators"] if r["variant"] == "silhouette (shipped pair)")
+    assert row["macs"] == 0 and row["numpy"]["fps_per_core"] > 0 and "numpy" in row["ratio_vs_detectors"]
+    assert 0 < row["wire_bytes_png"] < 8192  # a mask is a few KB of PNG, not a photo's 140
+
+
 @pytest.mark.parametrize(("script", "args"), EXPERIMENTS)
 def test_experiment_writes_json_with_provenance(script: str, args: list[str], shared: Path, tmp_path: Path) -> None:
     data = run(script, args, tmp_path / "out.json", shared)
