@@ -2,7 +2,8 @@
 # Rerun every result the README quotes, from a clean checkout, so each records the current commit.
 # Usage: tools/rerun_headline.sh [STEP ...]   (steps: evaluate speed service finetune attack generalisation; default: all)
 # Needs the prepared datasets (silhouette prepare pets2009 --out runs/data/pets2009; intel --out runs/data/intel).
-# On the project's 2-core CPU: evaluate ~15 min, speed ~10 min, service ~5 min, attack ~1 h, generalisation ~30 min.
+# On the project's 2-core CPU: evaluate ~15 min, speed ~10 min, service ~5 min, finetune ~30 min, attack ~1 h,
+# generalisation ~2 h (the leave-one-source-out trainings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -34,6 +35,13 @@ finetune() {  # private mode's fair competitors: each baseline with YOLOX-Nano f
     # the same baseline before fine-tuning: the detector a user would otherwise run
     $SIL evaluate --baseline $b --data $PETS --split test --detectors yolox_nano --out results/private/unmodified_${n}_pets_test
   done
+  # background-subtraction silhouettes: the mask pair is the shipped private pair (assets/silhouette_pair.*)
+  for n in mask scene; do
+    $SIL finetune --config configs/private.yaml --baseline bgsub:$n --out runs/ft_bgsub_$n --no-progress
+    $SIL evaluate --pair runs/ft_bgsub_$n/pair.json --data $PETS --split test --out results/private/ft_bgsub_${n}_pets_test
+  done
+  mkdir -p checkpoints/private/bgsub_scene && cp runs/ft_bgsub_scene/pair.json runs/ft_bgsub_scene/detector.onnx checkpoints/private/bgsub_scene/
+  $SIL evaluate --pair runs/ft_bgsub_mask/pair.json --data $INTEL --split test --out results/private/ft_bgsub_mask_intel_test
 }
 attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tuned baselines; reconstruction of the pair
   $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt \
@@ -43,14 +51,17 @@ attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tune
     --threads 2 --out runs/attack_ft_baselines --no-progress
   $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt --attacks reconstruction --recon-scratch --epochs 20 \
     --threads 1 --out runs/attack_recon_private --no-progress
-  # one table: every attack beside each row's utility against human boxes (frontier.png)
-  local u=() n
-  for n in pixelate4 blur3 quantize4 downscale4; do u+=(--utility "${n/[0-9]*/}:${n//[a-z]/}=results/private/ft_${n}_pets_test/evaluation.json"); done
+  $PY experiments/silhouette_floor.py --threads 1  # both silhouette styles: re-ID, reconstruction, faces
+  # one table: every attack beside each row's utility against human boxes (frontier.png); each baseline with the
+  # better of its fine-tuned and unmodified detector
+  local u=(--utility pixelate:4=results/private/ft_pixelate4_pets_test/evaluation.json) n
+  for n in blur3 quantize4 downscale4; do u+=(--utility "${n/[0-9]*/}:${n//[a-z]/}=results/private/unmodified_${n}_pets_test/evaluation.json"); done
+  for n in mask scene; do u+=(--utility "bgsub:$n=results/private/ft_bgsub_${n}_pets_test/evaluation.json"); done
   $SIL scorecard --from runs/attack_identity --from runs/attack_ft_baselines --from runs/attack_recon_private \
-    --out results/privacy/identity "${u[@]}" \
+    --from results/experiments/silhouette_floor/scorecard --out results/privacy/identity "${u[@]}" \
     --utility private=results/private/pets_test/evaluation.json --utility ours=results/shipped/default_pets_test/evaluation.json \
     --utility ours:edge=results/shipped/edge_pets_test/evaluation.json --utility fold:1=results/shipped/fold1_pets_test/evaluation.json \
     --utility greypix:4=results/private/ft_greypix4_pets_test/evaluation.json --utility clean=results/shipped/clean_pets_test/evaluation.json
 }
-generalisation() { $PY experiments/generalisation.py --max-frames 32 --face-every 3; }
+generalisation() { $PY experiments/generalisation.py --max-frames 32 --face-every 3; $PY experiments/loso.py; }
 for s in "${steps[@]}"; do echo "== $s"; "$s"; done
