@@ -44,8 +44,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/general.yaml", metavar="YAML", help="the recipe trained per fold")
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="the recipe trained per fold (default configs/general.yaml; with --finetune configs/private.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides for every fold")
+    p.add_argument("--finetune", metavar="SPEC", help="private mode instead: per fold, fine-tune YOLOX-Nano on this "
+                   "baseline's frames (e.g. bgsub:mask, the shipped pair's) with --config's budget (default "
+                   "configs/private.yaml), and score it beside the shipped pair")
     p.add_argument("--sources", metavar="A,B", help="left-out sources (default: every shared source)")
     p.add_argument("--runs", default="runs/loso", metavar="DIR", help="one training run per fold (resumed if there)")
     p.add_argument("--pets", default="runs/data/pets2009", metavar="DIR", help="prepared PETS 2009 (prepared if missing)")
@@ -60,8 +64,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_frames < 1 or args.face_every < 1 or args.threads < 1:
         p.error("--max-frames, --face-every and --threads must be >= 1")
-    if args.smoke:
-        args.set = [*SMOKE_SET, *args.set]
+    args.config = args.config or ("configs/private.yaml" if args.finetune else "configs/general.yaml")
+    if args.finetune:  # the other sources have no human boxes: every fold learns from the clean detector's boxes
+        args.set = ["detector.targets=pseudo", "data.max_per_camera=48", *args.set]
+    if args.smoke:  # last, so its small budget wins
+        args.set = [*args.set, *SMOKE_SET]
         args.max_frames, args.detectors = 8, args.detectors or G.SMOKE_DETECTOR
     return args
 
@@ -93,9 +100,18 @@ def train_fold(args: argparse.Namespace, source: Mapping[str, Any], out: Path) -
         cfg = load_config(REPO / args.config if not Path(args.config).is_absolute() else args.config, overrides)
         cfg.name = f"loso-{slug(source['id'])}"
         t0 = time.time()
-        summary = train(cfg, out, resume=(out / "last.pt").is_file(), progress=not args.no_progress)
+        if args.finetune:
+            from silhouette.training.finetune import Finetuner
+
+            pair = Finetuner(cfg, args.finetune, out, resume=(out / "last.pt").is_file(), progress=not args.no_progress).run()
+            summary = {f"val_{k}": v for k, v in pair["history"][-1].items() if k.startswith("val_")} if pair["history"] else {}
+            summary = {k.replace("val_val_", "val_"): v for k, v in summary.items()}
+        else:
+            summary = train(cfg, out, resume=(out / "last.pt").is_file(), progress=not args.no_progress)
         done.write_text(json.dumps({"overrides": overrides, "seconds": round(time.time() - t0, 1),
                                     "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}}))
+    if args.finetune:
+        return out / "pair.json"
     return out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
 
 
@@ -129,6 +145,36 @@ def score_fold(args: argparse.Namespace, source: dict[str, Any], ckpt: Path, det
     clips = [c for c in source["clips"] if c in face_clips()]
     faces = score_clip_faces(modules, clips, args.face_every) if clips else None
     return {"checkpoint": str(ckpt), "trained_on": check_left_out(ckpt, source), "rows": rows, "faces": faces}
+
+
+def score_pair_fold(args: argparse.Namespace, source: dict[str, Any], pair: Path, bar: Any) -> dict[str, Any]:
+    """The fold's fine-tuned pair, the shipped silhouette pair and fold:1 (unmodified detector) on the left-out source;
+    each scored against the unmodified YOLOX-Nano's boxes on the clean frames."""
+    from silhouette.detectors.adapt import pair_detector
+    from silhouette.evaluation.evaluate import evaluate_obfuscator
+    from silhouette.evaluation.silhouettes import make_transform
+    from silhouette.paths import ASSETS_DIR
+
+    shipped = ASSETS_DIR / "silhouette_pair.json"
+    rows: dict[str, Any] = {}
+    for name, pair_file in (("learned", pair), ("shipped pair", shipped), (G.REFERENCE, None)):
+        bar.set_postfix_str(f"{source['id']} · {name}")
+        if pair_file is None:
+            transform, det = G.REFERENCE, "yolox_nano"
+        else:  # a camera learns its own scene: the left-out source's own background, never seen in training
+            transform = make_transform(args.finetune, source["root"], cameras=source["cameras"])
+            det = pair_detector(pair_file)
+        from silhouette.evaluation.baselines import BaselineModule
+
+        res = evaluate_obfuscator(BaselineModule(transform) if isinstance(transform, str) else transform,
+                                  source["root"], source["split"], {"yolox_nano": det}, cameras=source["cameras"],
+                                  max_frames=args.max_frames, progress=False, reference={"yolox_nano": "yolox_nano"})
+        rows[name] = {"left_out": name != "shipped pair" or source["dataset"] != "pets2009", "frames": res["frames"],
+                      "similarity": {k: res["similarity"][k] for k in ("ssim", "psnr")},
+                      "detectors": {d: G.compact(r) for d, r in res["detectors"].items()}}
+        bar.update(1)
+    return {"checkpoint": str(pair), "trained_on": json.loads(pair.read_text()).get("baseline"), "rows": rows,
+            "faces": None}
 
 
 def face_clips() -> tuple[str, ...]:
@@ -199,17 +245,24 @@ def loso_targets(results: Mapping[str, Any], faces: Mapping[str, Any] | None, de
     return out
 
 
+def pair_targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Issue #20's utility target for private mode on footage it never saw: relative AP50 >= 0.80 on each source."""
+    return [G.check(f"private relAP50 >= 80% ({sid})", r["learned"]["detectors"]["yolox_nano"]["relative_ap50"], 0.80,
+                    True, "fine-tuned without this source") for sid, r in results.items()]
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     """The report as Markdown (also printed)."""
     s = result["settings"]
     out = ["# Leave-one-source-out training of a compatible recipe", "",
            f"`{result['provenance']['command']}` at commit {str(result['provenance']['commit'])[:10]}: "
-           f"`{s['config']}` trained once per left-out source (overrides: {', '.join(s['set']) or 'none'}), scored "
+           f"`{s['config']}` {'fine-tuning YOLOX-Nano on ' + s['finetune'] + ' frames' if s.get('finetune') else 'trained'} "
+           f"once per left-out source (overrides: {', '.join(s['set']) or 'none'}), scored "
            f"on at most {s['max_frames']} evenly spaced frames of the source it never saw; fold:1 is trained on nothing. "
            "Relative AP50 is against each detector's own boxes on the clean frames; count MAE is obfuscated vs clean "
            "persons per frame.", "", "## Per detector: mean and worst left-out source", "",
            *G.summary_markdown(result), "", "## Per source: relative AP50 % (count MAE)", ""]
-    for obf in ("learned", G.REFERENCE):
+    for obf in result["obfuscators"]:
         out += G.source_markdown(result, obf)
     if result.get("faces"):
         out += ["## Faces found again on the face clips, each by the fold that left it out", "",
@@ -217,7 +270,8 @@ def markdown(result: Mapping[str, Any]) -> str:
     out += ["## Folds", "", "| left-out source | training s | best epoch val AP50 | checkpoint |", "|---|---:|---:|---|"]
     for sid, f in result["folds"].items():
         out.append(f"| {sid} | {G.num(f.get('train_seconds'), 0)} | {G.num(f.get('val_ap50'), 3)} | {f['checkpoint']} |")
-    out += ["", "## Targets (issue #21 item 2)", "", *G.target_markdown(result["targets"])]
+    issue = "issue #20: private mode on footage it never saw" if s.get("finetune") else "issue #21 item 2"
+    out += ["", f"## Targets ({issue})", "", *G.target_markdown(result["targets"])]
     return "\n".join(out) + "\n"
 
 
@@ -240,10 +294,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sources = [s for s in sources if s["id"] in wanted]
     elif args.smoke:
         sources = [sources[0], sources[-1]]
-    det_names = G.zoo_detectors(args.detectors)
-    detectors = {d: make_detector(d) for d in det_names}
+    det_names = ["yolox_nano"] if args.finetune else G.zoo_detectors(args.detectors)
+    detectors = {} if args.finetune else {d: make_detector(d) for d in det_names}
+    obfs = ["learned", "shipped pair", G.REFERENCE] if args.finetune else ["learned", G.REFERENCE]
     folds, results = {}, {}
-    with tqdm(total=len(sources) * 2, desc="loso scoring", unit="run", disable=args.no_progress) as bar:
+    with tqdm(total=len(sources) * len(obfs), desc="loso scoring", unit="run", disable=args.no_progress) as bar:
         for src in sources:
             out = Path(args.runs) / slug(src["id"])
             ckpt = train_fold(args, src, out)
@@ -252,22 +307,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 fold = json.loads(cache.read_text())
                 bar.update(2)
             else:
-                fold = jsonable(score_fold(args, src, ckpt, detectors, bar))
+                score = score_pair_fold if args.finetune else score_fold
+                fold = jsonable(score(args, src, ckpt, bar) if args.finetune else score(args, src, ckpt, detectors, bar))
                 cache.write_text(json.dumps(fold))
             done = json.loads((out / "done.json").read_text())
             fold["train_seconds"] = done["seconds"]
             fold["val_ap50"] = done["summary"].get("val_ap50")
             folds[src["id"]], results[src["id"]] = fold, fold.pop("rows")
-            for row in results[src["id"]].values():
-                row["left_out"] = True
+            for name, row in results[src["id"]].items():
+                row["left_out"] = row.get("left_out", True) if name == "shipped pair" else True
     faces = pooled_faces(folds)
     return {"experiment": "leave-one-source-out training (issue #21)",
-            "settings": {"config": args.config, "set": args.set, "max_frames": args.max_frames,
+            "settings": {"config": args.config, "set": args.set, "finetune": args.finetune, "max_frames": args.max_frames,
                          "face_every": args.face_every, "smoke": args.smoke, "threads": args.threads},
-            "obfuscators": {"learned": {"recipe": args.config}, G.REFERENCE: {"baseline": G.REFERENCE}},
+            "finetune": args.finetune,
+            "obfuscators": {"learned": {"recipe": args.config, "finetune": args.finetune},
+                            **({"shipped pair": {"pair": "src/silhouette/assets/silhouette_pair.json"}} if args.finetune else {}),
+                            G.REFERENCE: {"baseline": G.REFERENCE}},
             "detectors": {d: {} for d in det_names}, "sources": sources, "folds": folds, "results": results,
-            "summary": G.summary_table(results, ["learned", G.REFERENCE], det_names), "faces": faces,
-            "targets": loso_targets(results, faces, det_names)}
+            "summary": G.summary_table(results, obfs, det_names), "faces": faces,
+            "targets": pair_targets(results) if args.finetune else loso_targets(results, faces, det_names)}
 
 
 def main(argv: list[str] | None = None) -> int:

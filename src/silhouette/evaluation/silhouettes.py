@@ -9,6 +9,7 @@ camera's background, so they are built from a prepared dataset's frames, not fro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -79,30 +80,35 @@ def is_bgsub(spec: str) -> bool:
     return spec.partition(":")[0].strip() == "bgsub"
 
 
-def from_dataset(spec: str, root: str | Path, tau: float = DEFAULT_TAU,
-                 cameras: list[str] | None = None) -> BackgroundSilhouette:
-    """'bgsub:STYLE' with one background per camera of a prepared dataset: the median of that camera's train frames
-    (every frame it has, for a camera outside the train split)."""
+def from_dataset(spec: str, root: str | Path | Sequence[str | Path], tau: float = DEFAULT_TAU,
+                 cameras: list[str] | None = None, exclude: Sequence[str] = ()) -> BackgroundSilhouette:
+    """'bgsub:STYLE' with one background per camera of one or more prepared datasets (same frame size): the median of
+    that camera's train frames (every frame it has, for a camera outside the train split); `exclude` leaves cameras out."""
     from silhouette.data.torch_dataset import FrameDataset
 
     style = spec.partition(":")[2].strip()
     if style not in STYLES:
         raise SilhouetteError(f"--baseline {spec}: expected bgsub:mask or bgsub:scene")
-    ds = FrameDataset(root, cameras=cameras)
-    by_camera: dict[str, list[int]] = {}
-    for i, rec in enumerate(ds.records):
-        by_camera.setdefault(rec["camera"], []).append(i)
     backgrounds = []
-    for cam, idx in sorted(by_camera.items()):
-        train = [i for i in idx if ds.records[i]["split"] == "train"] or idx
-        backgrounds.append(median_background(torch.stack([ds[i]["image"] for i in train[::BACKGROUND_STRIDE]])))
+    for r in [root] if isinstance(root, (str, Path)) else list(root):
+        ds = FrameDataset(r, cameras=cameras)
+        by_camera: dict[str, list[int]] = {}
+        for i, rec in enumerate(ds.records):
+            if rec["camera"] not in exclude:
+                by_camera.setdefault(rec["camera"], []).append(i)
+        for _, idx in sorted(by_camera.items()):
+            train = [i for i in idx if ds.records[i]["split"] == "train"] or idx
+            backgrounds.append(median_background(torch.stack([ds[i]["image"] for i in train[::BACKGROUND_STRIDE]])))
+    if len({tuple(b.shape) for b in backgrounds}) > 1:
+        raise SilhouetteError(f"{spec}: the footage has frames of different sizes; prepare every source at one --size")
     return BackgroundSilhouette(torch.stack(backgrounds), style, tau)
 
 
-def make_transform(spec: str, root: str | Path, cameras: list[str] | None = None) -> nn.Module:
+def make_transform(spec: str, root: str | Path | Sequence[str | Path], cameras: list[str] | None = None,
+                   exclude: Sequence[str] = ()) -> nn.Module:
     """The frame transform of a baseline spec: a classic baseline, or silhouettes against `root`'s backgrounds."""
     if is_bgsub(spec):
-        return from_dataset(spec, root, cameras=cameras)
+        return from_dataset(spec, root, cameras=cameras, exclude=exclude)
     from silhouette.evaluation.baselines import BaselineModule
 
     return BaselineModule(spec)

@@ -26,13 +26,13 @@ class Finetuner:
     def __init__(self, cfg: Config, baseline: str, out: str | Path, resume: bool = False, progress: bool = True) -> None:
         from silhouette.detectors import create_detector
         from silhouette.detectors.adapt import trainable_detector
-        from silhouette.training.frames import load_frame_set
+        from silhouette.evaluation.silhouettes import make_transform
+        from silhouette.training.frames import concat, load_frame_set, load_sources
         from silhouette.training.rng import seed_everything
 
-        from silhouette.evaluation.silhouettes import make_transform
-
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.transform = make_transform(baseline, cfg.data.root)
+        roots = [cfg.data.root, *(r for r, _ in cfg.data.extra_sources())]
+        self.transform = make_transform(baseline, roots, exclude=cfg.data.exclude_cameras)
         last = self.out / "last.pt"
         if last.exists() and not resume:
             raise SilhouetteError(f"{self.out} already holds a fine-tuning run; pass --resume or choose another --out")
@@ -42,8 +42,9 @@ class Finetuner:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
         root, d = Path(cfg.data.root), cfg.data
-        self.train_frames = load_frame_set(root, d.train_split, d.frame_stride, d.max_train_frames)
-        self.val_frames = load_frame_set(root, d.val_split, d.val_stride, d.max_val_frames)
+        self.train_sources = load_sources(d, root)
+        self.train_frames = concat([frames for _, _, frames in self.train_sources])
+        self.val_frames = load_frame_set(root, d.val_split, d.val_stride, d.max_val_frames, d.exclude_cameras)
         self.label_detector = create_detector(cfg.detector.spec)
         self.train_frames.labels, self.val_targets = self._targets(root)
         self.detector = trainable_detector(cfg.detector.spec)
@@ -55,13 +56,13 @@ class Finetuner:
 
     def _targets(self, root: Path) -> tuple[list, list]:
         """Train and val targets: human boxes, or the unmodified detector's boxes on the clean frames."""
-        from silhouette.training.frames import gt_targets, pseudo_labels
+        from silhouette.training.frames import gt_targets, pseudo_labels, source_labels
 
         c = self.cfg
         if c.detector.targets == "gt":
             return gt_targets(self.train_frames, root, c.data.train_split), gt_targets(self.val_frames, root, c.data.val_split)
         thr = c.detector.score_threshold
-        return (pseudo_labels(root, self.train_frames, c.detector.spec, thr, c.data.train_split),
+        return (source_labels(self.train_sources, c.detector.spec, thr),
                 pseudo_labels(root, self.val_frames, c.detector.spec, thr, c.data.val_split))
 
     def _batch(self, idx: list[int], gen: torch.Generator) -> tuple[torch.Tensor, list]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from silhouette.detectors.base import Detections, Detector
 from silhouette.errors import SilhouetteError
 from silhouette.training.augment import move_boxes
+
+if TYPE_CHECKING:
+    from silhouette.training.config import DataConfig
 
 
 @dataclass
@@ -51,6 +54,25 @@ def load_frame_set(root: Path, split: str | None, stride: int = 1, limit: int = 
     images = torch.stack([(it["image"] * 255.0).round().to(torch.uint8) for it in items])
     people = [(it["gt_boxes"].float().reshape(-1, 4), it["gt_ids"].long().reshape(-1)) for it in items]
     return FrameSet(images, [it["file"] for it in items], people=people)
+
+
+def load_sources(data: "DataConfig", root: Path) -> list[tuple[Path, str | None, FrameSet]]:
+    """(root, split or None for all, frames) of every training source: `root`'s train split, then data.extra_roots."""
+    def frames(r: Path, split: str | None) -> FrameSet:
+        return load_frame_set(r, split, data.frame_stride, data.max_train_frames, data.exclude_cameras, data.max_per_camera)
+
+    main = None if data.train_split == "all" else data.train_split  # 'all': every split of the dataset
+    out = [(root, main, frames(root, main))]
+    for extra, split in data.extra_sources():
+        if not (Path(extra) / "manifest.json").is_file():
+            raise SilhouetteError(f"data.extra_roots: {extra} holds no prepared dataset; run silhouette prepare first")
+        out.append((Path(extra), split, frames(Path(extra), split)))
+    return out
+
+
+def source_labels(sources: Sequence[tuple[Path, str | None, FrameSet]], spec: str, threshold: float) -> list[Detections]:
+    """The clean-frame pseudo-labels of every source's frames, in the order `concat` puts them."""
+    return [lab for root, split, fs in sources for lab in pseudo_labels(root, fs, spec, threshold, split)]
 
 
 def evenly(items: list[int], n: int) -> list[int]:

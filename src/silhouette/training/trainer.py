@@ -20,7 +20,7 @@ from silhouette.training.config import Config, save_config
 from silhouette.training.distributed import barrier, dist_info, sync_buffers, broadcast_object, init_distributed, shutdown, wrap
 from silhouette.training.engine import AdversarialEngine, People, TrainingDiverged, unwrap
 from silhouette.training.frames import (
-    FrameSet, concat, gt_crop_targets, gt_targets, load_frame_set, person_targets, pseudo_labels,
+    concat, gt_crop_targets, gt_targets, load_frame_set, load_sources, person_targets, pseudo_labels, source_labels,
 )
 from silhouette.training.rng import rng_state, seed_everything, set_rng_state
 from silhouette.training.validation import best_score, evaluate
@@ -103,13 +103,7 @@ class Trainer:
         self.root = root
         self._setup_detectors()
         d = cfg.data
-        # (root, split, frames) of every training source: the dataset's train split, then each data.extra_roots entry
-        main_split = None if d.train_split == "all" else d.train_split  # 'all': every split of the dataset
-        self.train_sources = [(root, main_split, self._frames(root, main_split))]
-        for extra, split in d.extra_sources():
-            if not (Path(extra) / "manifest.json").is_file():
-                raise SilhouetteError(f"data.extra_roots: {extra} holds no prepared dataset; run silhouette prepare first")
-            self.train_sources.append((Path(extra), split, self._frames(Path(extra), split)))
+        self.train_sources = load_sources(d, root)
         self.train_frames = concat([frames for _, _, frames in self.train_sources])
         self.val_frames = load_frame_set(root, d.val_split, d.val_stride, d.max_val_frames, d.exclude_cameras)
         if self.dist.is_main:
@@ -120,11 +114,6 @@ class Trainer:
         if cfg.detector.targets == "gt":
             self.train_frames.labels = gt_targets(self.train_frames, root, cfg.data.train_split)
             self.val_targets = gt_targets(self.val_frames, root, cfg.data.val_split)
-
-    def _frames(self, root: Path, split: str | None) -> FrameSet:
-        """One training source's frames, with the data section's stride, per-camera cap and left-out cameras."""
-        d = self.cfg.data
-        return load_frame_set(root, split, d.frame_stride, d.max_train_frames, d.exclude_cameras, d.max_per_camera)
 
     def _setup_detectors(self) -> None:
         """The training detector, the one that labels crops, and the validation detector."""
@@ -146,8 +135,7 @@ class Trainer:
     def _load_targets(self) -> None:
         """Pseudo-labels of the train frames (training detector) and validation frames (validation detector)."""
         cfg, thr = self.cfg, self.cfg.detector.score_threshold
-        self.train_frames.labels = [lab for root, split, frames in self.train_sources
-                                    for lab in pseudo_labels(root, frames, cfg.detector.spec, thr, split)]
+        self.train_frames.labels = source_labels(self.train_sources, cfg.detector.spec, thr)
         self.val_targets = pseudo_labels(
             self.root, self.val_frames, cfg.detector.eval_spec or cfg.detector.spec, thr, cfg.data.val_split
         )
