@@ -76,6 +76,7 @@ def test_evaluate_a_finetuned_pair(finetuned: Path, pets_every: Callable[[int], 
     (["--baseline", "sepia:3"], "unknown baseline 'sepia'"),
     (["--baseline", "pixelate"], "expected METHOD:NUMBER"),
     (["--baseline", "pixelate:500"], "must be within"),
+    (["--baseline", "bgsub:outline"], "expected bgsub:mask or bgsub:scene"),
 ])
 def test_bad_baselines_are_one_line(argv_tail: list[str], message: str, tmp_path: Path) -> None:
     code, _, err = _run("finetune", "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path / "r"), *argv_tail)
