@@ -472,9 +472,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "targets": targets(results, faces, list(modules), det_names)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run, print the tables, write JSON and Markdown."""
-    args = parse(argv)
+def run_and_write(args: argparse.Namespace, run_fn: Any, report_fn: Any, script: Path, argv: list[str] | None) -> int:
+    """Run an experiment (`run_fn(args)`), then print its report and write JSON (with provenance) and Markdown beside
+    it; exit status 2 with one line on a user error. Shared by the experiments that score footage this way."""
     import torch
 
     from silhouette.evaluation.evaluate import jsonable
@@ -486,23 +486,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # a COCO summary per AP otherwise
     t0 = time.perf_counter()
     try:
-        result = run(args)
+        result = run_fn(args)
     except SilhouetteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
-    script = os.path.relpath(Path(__file__).resolve(), REPO)
-    result["provenance"] = provenance([python, script, *(sys.argv[1:] if argv is None else argv)])
+    result["provenance"] = provenance([python, os.path.relpath(script.resolve(), REPO),
+                                       *(sys.argv[1:] if argv is None else argv)])
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result = jsonable(result)
     out = Path(args.out)
     write_json(out, result)
-    report = markdown(result)
+    report = report_fn(result)
     with atomic_open(out.with_suffix(".md"), encoding="utf-8") as fh:
         fh.write(report)
     print(report)
     print(f"wrote {out} and {out.with_suffix('.md')} in {result['seconds']} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the tables, write JSON and Markdown."""
+    return run_and_write(parse(argv), run, markdown, Path(__file__), argv)
 
 
 if __name__ == "__main__":

@@ -331,35 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run, print the report, write JSON and Markdown."""
-    args = parse(argv)
-    import torch
-
-    from silhouette.errors import SilhouetteError
-    from silhouette.evaluation.evaluate import jsonable
-    from silhouette.fileio import atomic_open, write_json
-    from silhouette.provenance import provenance
-
-    torch.set_num_threads(args.threads)
-    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
-    t0 = time.perf_counter()
-    try:
-        result = run(args)
-    except SilhouetteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
-    script = os.path.relpath(Path(__file__).resolve(), REPO)
-    result["provenance"] = provenance([python, script, *(sys.argv[1:] if argv is None else argv)])
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    result = jsonable(result)
-    out = Path(args.out)
-    write_json(out, result)
-    report = markdown(result)
-    with atomic_open(out.with_suffix(".md"), encoding="utf-8") as fh:
-        fh.write(report)
-    print(report)
-    print(f"wrote {out} and {out.with_suffix('.md')} in {result['seconds']} s")
-    return 0
+    return G.run_and_write(parse(argv), run, markdown, Path(__file__), argv)
 
 
 if __name__ == "__main__":

@@ -3,32 +3,13 @@ with the fine-tuned detector, and the two name the same pair."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from silhouette.cli import main
-from silhouette.serve.app import app_from_config
-from silhouette.serve.config import ServiceConfig
-from silhouette.serve.server import ServerThread
-
-
-@contextlib.contextmanager
-def _service(pair: Path | None) -> Iterator[str]:
-    app = app_from_config(ServiceConfig(no_auth=True, pair=str(pair) if pair else None))
-    with ServerThread(app) as server:
-        yield server.url
-
-
-def _run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
+from test_pair_deploy import _run, _service  # the same service and CLI helpers: one pair, one spool per call
 
 
 def test_camera_and_service_of_a_silhouette_pair_count_people(silhouette_pair: Path, pets_every: Callable[[int], Path],
