@@ -151,6 +151,7 @@ def score_pair_fold(args: argparse.Namespace, source: dict[str, Any], pair: Path
     """The fold's fine-tuned pair, the shipped silhouette pair and fold:1 (unmodified detector) on the left-out source;
     each scored against the unmodified YOLOX-Nano's boxes on the clean frames."""
     from silhouette.detectors.adapt import pair_detector
+    from silhouette.evaluation.baselines import BaselineModule
     from silhouette.evaluation.evaluate import evaluate_obfuscator
     from silhouette.evaluation.silhouettes import make_transform
     from silhouette.paths import ASSETS_DIR
@@ -160,14 +161,11 @@ def score_pair_fold(args: argparse.Namespace, source: dict[str, Any], pair: Path
     for name, pair_file in (("learned", pair), ("shipped pair", shipped), (G.REFERENCE, None)):
         bar.set_postfix_str(f"{source['id']} · {name}")
         if pair_file is None:
-            transform, det = G.REFERENCE, "yolox_nano"
+            transform, det = BaselineModule(G.REFERENCE), "yolox_nano"
         else:  # a camera learns its own scene: the left-out source's own background, never seen in training
             transform = make_transform(args.finetune, source["root"], cameras=source["cameras"])
             det = pair_detector(pair_file)
-        from silhouette.evaluation.baselines import BaselineModule
-
-        res = evaluate_obfuscator(BaselineModule(transform) if isinstance(transform, str) else transform,
-                                  source["root"], source["split"], {"yolox_nano": det}, cameras=source["cameras"],
+        res = evaluate_obfuscator(transform, source["root"], source["split"], {"yolox_nano": det}, cameras=source["cameras"],
                                   max_frames=args.max_frames, progress=False, reference={"yolox_nano": "yolox_nano"})
         rows[name] = {"left_out": name != "shipped pair" or source["dataset"] != "pets2009", "frames": res["frames"],
                       "similarity": {k: res["similarity"][k] for k in ("ssim", "psnr")},
@@ -307,8 +305,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 fold = json.loads(cache.read_text())
                 bar.update(2)
             else:
-                score = score_pair_fold if args.finetune else score_fold
-                fold = jsonable(score(args, src, ckpt, bar) if args.finetune else score(args, src, ckpt, detectors, bar))
+                fold = jsonable(score_pair_fold(args, src, ckpt, bar) if args.finetune
+                                else score_fold(args, src, ckpt, detectors, bar))
                 cache.write_text(json.dumps(fold))
             done = json.loads((out / "done.json").read_text())
             fold["train_seconds"] = done["seconds"]

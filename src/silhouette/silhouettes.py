@@ -64,11 +64,12 @@ class StreamingBackground:
         """Masks of a batch, each frame against the background before it joined (a person is not their own scene)."""
         out = []
         for frame in np.asarray(batch, dtype=np.float32):
-            if self.background is None or self.background.shape != frame.shape:
-                self.samples, self.background, self.seen = [], None, 0  # a new scene size: start over
+            fresh = self.background is None or self.background.shape != frame.shape
+            if fresh:  # the first frame, or a new scene size: start over, the frame its own background
+                self.samples, self.background, self.seen = [], None, 0
                 self._observe(frame)
             out.append(foreground_masks(frame[None], self.background[None], self.tau)[0])
-            if self.seen:  # the first frame was observed above already
+            if not fresh:
                 self._observe(frame)
         return np.repeat(np.stack(out), 3, axis=1) if out else np.zeros_like(batch, dtype=np.float32)
 

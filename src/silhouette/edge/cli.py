@@ -340,8 +340,8 @@ def _edge_cameras(args: argparse.Namespace, specs: list[CameraSpec], size: tuple
             spools.append(None if args.no_spool else Spool(root / str(spec.camera_id), int(args.spool_max_mb * 2**20), str(spec.camera_id)))
         runner = load_runner(args.pair or args.checkpoint, args.backend, args.threads)  # one for all: see fleet.py
         # ... except a silhouette runner, which holds one camera's background: each camera gets its own
-        own = [load_runner(args.pair, args.backend) for _ in specs[1:]] if runner.backend == "bgsub" else []
-        runners = [runner, *own] if own or runner.backend == "bgsub" else [runner] * len(specs)
+        more = (load_runner(args.pair, args.backend) if runner.backend == "bgsub" else runner for _ in specs[1:])
+        runners = [runner, *more]
         return [Camera(spec, src, spool, EdgeObfuscator(r, size)) for spec, src, spool, r in zip(specs, sources, spools, runners)]
     except BaseException:
         for spool in spools:

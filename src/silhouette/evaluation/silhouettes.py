@@ -69,7 +69,7 @@ class BackgroundSilhouette(nn.Module):
             raise SilhouetteError(f"{self.spec}: frames are {x.shape[-1]}x{x.shape[-2]} but the background is "
                                   f"{self.backgrounds.shape[-1]}x{self.backgrounds.shape[-2]}; use frames of its camera")
         bg = self.nearest(x)
-        m = torch.cat([silhouette_masks(x[i : i + 1], bg[i], self.tau) for i in range(len(x))]) if len(x) else x[:, :1]
+        m = silhouette_masks(x, bg, self.tau)  # each frame against its own background
         if self.style == "mask":
             return m.expand(-1, 3, -1, -1).contiguous()
         return bg * (1 - m) + PERSON_GREY * m
