@@ -252,7 +252,9 @@ def pair_targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 def markdown(result: Mapping[str, Any]) -> str:
     """The report as Markdown (also printed)."""
     s = result["settings"]
-    out = ["# Leave-one-source-out training of a compatible recipe", "",
+    title = ("fine-tuning of private mode (\"learned\" is the fold's own pair)" if s.get("finetune")
+             else "training of a compatible recipe")
+    out = [f"# Leave-one-source-out {title}", "",
            f"`{result['provenance']['command']}` at commit {str(result['provenance']['commit'])[:10]}: "
            f"`{s['config']}` {'fine-tuning YOLOX-Nano on ' + s['finetune'] + ' frames' if s.get('finetune') else 'trained'} "
            f"once per left-out source (overrides: {', '.join(s['set']) or 'none'}), scored "
