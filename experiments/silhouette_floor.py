@@ -52,8 +52,9 @@ def variants(background: torch.Tensor, tau: float) -> dict[str, Transform]:
     return {style: S.BackgroundSilhouette(background, style, tau) for style in S.STYLES}
 
 
-def clip_faces(style: str, tau: float, every: int = 1) -> dict:
-    """The scorecard's face columns for one silhouette style: each face clip against the median of its own frames."""
+def clip_faces(style: str, tau: float, every: int = 1, reconstructor: Transform | None = None) -> dict:
+    """The scorecard's face columns for one silhouette style: each face clip against the median of its own frames,
+    on the silhouettes and (given the style's reconstruction attacker) on what it paints back from them."""
     from silhouette.privacy import faces as F
 
     footage = F.resolve_footage(None)
@@ -64,17 +65,20 @@ def clip_faces(style: str, tau: float, every: int = 1) -> dict:
         frames = F.load_footage([f], every=every)
         transform = S.BackgroundSilhouette(S.median_background(torch.stack(frames[f.label])), style, tau)
         with torch.no_grad():
-            res = F.run_face_attack(detectors, frames, transform)
+            res = F.run_face_attack(detectors, frames, transform, reconstructor)
+        variants = ("obfuscated", "reconstructed") if reconstructor is not None else ("obfuscated",)
         for d in detectors:
-            acc = out.setdefault(d.name, {"detector": d.name, "frames": 0, "reference_faces": 0,
-                                          "obfuscated": {"reference_faces": 0, "found_again": 0}})
+            acc = out.setdefault(d.name, {"detector": d.name, "frames": 0, "reference_faces": 0})
             acc["frames"] += res[d.name]["frames"]
             acc["reference_faces"] += res[d.name]["reference_faces"]
-            for k in ("reference_faces", "found_again"):
-                acc["obfuscated"][k] += res[d.name]["obfuscated"][k]
+            for v in variants:
+                o = acc.setdefault(v, {"reference_faces": 0, "found_again": 0})
+                for k in ("reference_faces", "found_again"):
+                    o[k] += res[d.name][v][k]
     for d in detectors:
-        o = out[d.name]["obfuscated"]
-        o["fraction"] = o["found_again"] / o["reference_faces"] if o["reference_faces"] else float("nan")
+        for v in variants:
+            o = out[d.name][v]
+            o["fraction"] = o["found_again"] / o["reference_faces"] if o["reference_faces"] else float("nan")
     return out
 
 
@@ -138,10 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny attackers and few frames (plumbing only)")
     ap.add_argument("--recon-epochs", type=int, default=None,
                     help="reconstruction attacker epochs (default: the scorecard's 20; smoke: 1)")
+    ap.add_argument("--styles", default="mask,scene", help="silhouette styles to (re)attack, comma-separated "
+                                                               "(default: both; the other's results are kept)")
     ap.add_argument("--redo", action="store_true", help="rerun the phases already in the output JSON")
     ap.add_argument("--out", default=None, help="results folder (default: results/experiments/silhouette_floor, "
                                                 "with --smoke a temporary one)")
     args = ap.parse_args(argv)
+    styles = [t.strip() for t in args.styles.split(",") if t.strip()]
+    bad = [t for t in styles if t not in S.STYLES]
+    if bad or not styles:
+        ap.error(f"--styles {args.styles}: expected one or more of {', '.join(S.STYLES)}")
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -158,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     train_ds, test_ds = FrameDataset(args.data, "train"), FrameDataset(args.data, "test")
     background = median_background(train_ds, 8)
-    fns = variants(background, args.tau)
+    fns = {k: v for k, v in variants(background, args.tau).items() if k in styles}
     save_example(test_ds, fns, out / "example.png")
     coverage = mask_coverage(test_ds, background, args.tau)
     log(f"silhouette masks cover {coverage['in_boxes']:.0%} of the person boxes, {coverage['outside_boxes']:.2%} elsewhere")
@@ -216,12 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         prior = R.scene_prior_floor(train_u8, test_u8, boxes)
     ckpt_dir = REPO_ROOT / "runs" / ("silhouette_floor_smoke" if args.smoke else "silhouette_floor")
     for name, fn in fns.items():
-        done = results[name].get("reconstruction")
-        if done and recon_recipe.to_dict() == done["recipe"]:
-            continue
+        done, ckpt = results[name].get("reconstruction"), ckpt_dir / f"reconstruction_{name}.pt"
+        if done and recon_recipe.to_dict() == done["recipe"] and ckpt.is_file():
+            continue  # without its checkpoint the attacker is retrained: the faces phase paints with it
         log(f"{name}: reconstruction attacker ({recon_recipe.epochs} epochs, from scratch)")
         res, _ = R.run_reconstruction_attack(fn, (x.float() / 255 for x in train_u8), (x.float() / 255 for x in test_u8),
-                                             recon_recipe, ckpt_dir / f"reconstruction_{name}.pt", name,
+                                             recon_recipe, ckpt, name,
                                              progress=not args.smoke, test_boxes=boxes)
         results[name]["reconstruction"] = res
         log(f"{name}: people reconstructed at {res['test']['person_psnr']:.2f} dB, SSIM {res['test']['person_ssim']:.3f}")
@@ -229,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     for name in fns:
-        if "faces" not in results[name]:
-            log(f"{name}: faces (MTCNN and Haar on the shared face clips, each against its own background)")
-            results[name]["faces"] = clip_faces(name, args.tau, every=20 if args.smoke else 1)
+        faces = results[name].get("faces") or {}
+        if not any("reconstructed" in v for v in faces.values() if isinstance(v, dict)):
+            log(f"{name}: faces (MTCNN and Haar on the shared face clips, each against its own background, "
+                "on the silhouettes and on their reconstructions)")
+            attacker = R.load_attacker(ckpt_dir / f"reconstruction_{name}.pt")[0].to("cpu")
+            results[name]["faces"] = clip_faces(name, args.tau, every=20 if args.smoke else 1,
+                                                reconstructor=lambda x, m=attacker: R.reconstruct(m, x))
             phases["faces"] = _common.run_info(load_before)
             save()
     write_rows(out / "scorecard", results, args, prior)
