@@ -43,6 +43,17 @@ def pets_frames(shared: Path) -> dict[str, torch.Tensor]:
     return frames
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep every test's camera cache (ONNX exports, spools) out of the user's: a refused frame spooled there by one
+    run would be resent by the next."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("silhouette_cache")
+    mp.setenv("SILHOUETTE_CACHE", str(path))
+    yield path
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def _autograd_stays_on() -> Iterator[None]:
     """Fail the test that leaves autograd switched off: later tests in the same process would train nothing."""

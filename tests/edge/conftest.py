@@ -18,16 +18,6 @@ def deploy_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("deploy")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def onnx_cache(deploy_tmp: Path) -> Path:
-    """Keep ONNX exports of the tests out of the user's cache."""
-    mp = pytest.MonkeyPatch()
-    path = deploy_tmp / "cache"
-    mp.setenv("SILHOUETTE_CACHE", str(path))
-    yield path
-    mp.undo()
-
-
 @pytest.fixture(scope="session")
 def obf_model() -> torch.nn.Module:
     """A freshly built, seeded obfuscator (the shipped default is not required by these tests)."""
