@@ -49,3 +49,25 @@ def test_masks_against_the_median_match_where_frames_differ() -> None:
     masks = foreground_masks(scene, bg[None])
     assert masks[2, 0, 4:8, 4:8].all()  # its inside (the opening only rounds the corners)
     assert masks.sum() == masks[2, 0, 3:9, 3:9].sum() >= 30  # and nothing outside it, in any frame
+
+
+def test_a_pair_runner_sends_its_pairs_cells_and_refuses_a_scene_pair(tmp_path: Path,
+                                                                       pets_every: Callable[[int], Path]) -> None:
+    """The camera reads the cell size from pair.json; a pair trained on scene silhouettes cannot run on a camera."""
+    import json
+
+    import pytest
+
+    from silhouette.silhouettes import pair_runner
+
+    frames, _ = _sequence(pets_every(5), 24)
+    for spec, block in (("bgsub:mask", 1), ("bgsub:mask:4", 4)):
+        (tmp_path / "pair.json").write_text(json.dumps({"baseline": spec, "detector": "yolox_nano"}))
+        runner = pair_runner(tmp_path / "pair.json")
+        out = np.concatenate([runner(frames[i : i + 4]) for i in range(0, len(frames), 4)])[:, 0]
+        assert runner.block == block and out[12:].any()
+        cells = out[:, : 200 // block * block, :].reshape(len(out), 200 // block, block, 320 // block, block)
+        assert (cells.max(axis=(2, 4)) == cells.min(axis=(2, 4))).all()
+    (tmp_path / "pair.json").write_text(json.dumps({"baseline": "bgsub:scene", "detector": "yolox_nano"}))
+    with pytest.raises(ValueError, match="a camera sends bgsub:mask silhouettes"):
+        pair_runner(tmp_path / "pair.json")

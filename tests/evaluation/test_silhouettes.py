@@ -71,3 +71,25 @@ def test_each_camera_gets_its_own_background(tmp_path: Path) -> None:
         assert torch.equal(sil.nearest(x), sil.backgrounds[k : k + 1].expand(len(x), -1, -1, -1))
     one = S.from_dataset("bgsub:mask", intel, cameras=[cams[0]])
     assert len(one.backgrounds) == 1
+
+
+@pytest.mark.parametrize("block", [2, 4, 8])
+def test_blocked_masks_come_in_cells_and_keep_the_people(pets: Path, block: int) -> None:
+    """'bgsub:mask:B' sends B x B cells: constant inside each cell, about where the full-resolution mask has people."""
+    frames, _ = _test_frames(pets)
+    fine = S.from_dataset("bgsub:mask", pets)(frames)[:, 0]
+    coarse_sil = S.from_dataset(f"bgsub:mask:{block}", pets)
+    assert coarse_sil.spec == f"bgsub:mask:{block}"
+    coarse = coarse_sil(frames)[:, 0]
+    h, w = coarse.shape[-2:]
+    cells = coarse[:, : h // block * block, : w // block * block].unfold(1, block, block).unfold(2, block, block)
+    assert (cells.amax(dim=(-1, -2)) == cells.amin(dim=(-1, -2))).all()  # one value per cell
+    assert 0 < coarse.sum() and abs(coarse.sum() - fine.sum()) / fine.sum() < 0.5
+    assert (coarse * fine).sum() / fine.sum() > 0.5  # the cells sit on the people
+
+
+@pytest.mark.parametrize(("spec", "why"), [("bgsub:mask:0", "from 1 to 32"), ("bgsub:mask:x", "from 1 to 32"),
+                                           ("bgsub:scene:99", "from 1 to 32"), ("bgsub:out:4", "bgsub:mask or")])
+def test_bad_cell_sizes_are_clear_errors(pets: Path, spec: str, why: str) -> None:
+    with pytest.raises(SilhouetteError, match=why):
+        S.make_transform(spec, pets)

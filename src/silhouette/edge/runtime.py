@@ -74,12 +74,15 @@ def load_runner(checkpoint: str | os.PathLike[str] | None = None, backend: str =
     if backend not in BACKENDS:
         raise SilhouetteError(f"--backend {backend!r}: choose from {', '.join(BACKENDS)}")
     if checkpoint is not None and Path(checkpoint).suffix == ".json":
-        from silhouette.silhouettes import StreamingBackground, read_silhouette_pair
+        from silhouette.silhouettes import pair_runner, read_silhouette_pair
 
         if read_silhouette_pair(checkpoint) is None:
             raise SilhouetteError(f"{checkpoint}: not a silhouette pair's pair.json; a camera runs silhouette pairs, "
                                   "obfuscator checkpoints (.pt) and their ONNX exports")
-        return StreamingBackground(path=Path(checkpoint))  # no network: each camera learns its own background
+        try:
+            return pair_runner(checkpoint)  # no network: each camera learns its own background
+        except ValueError as exc:
+            raise SilhouetteError(str(exc)) from None
     if backend == "torch":
         require_torch("--backend torch")
         ckpt = resolve_checkpoint(checkpoint)

@@ -16,9 +16,8 @@ from torch import nn
 
 from silhouette.errors import SilhouetteError
 
-from silhouette.silhouettes import DEFAULT_TAU, PERSON_GREY, foreground_masks
+from silhouette.silhouettes import DEFAULT_TAU, PERSON_GREY, STYLES, foreground_masks, parse_spec
 
-STYLES = ("mask", "scene")
 BACKGROUND_STRIDE = 8  # every 8th frame: consecutive 10 fps frames add nothing to a median
 
 
@@ -27,15 +26,17 @@ def median_background(images: torch.Tensor) -> torch.Tensor:
     return images.median(0).values
 
 
-def silhouette_masks(images: torch.Tensor, background: torch.Tensor, tau: float) -> torch.Tensor:
-    """Foreground masks [N,1,H,W] in {0,1}: max channel difference to the background above `tau`, opened and closed."""
+def silhouette_masks(images: torch.Tensor, background: torch.Tensor, tau: float, block: int = 1) -> torch.Tensor:
+    """Foreground masks [N,1,H,W] in {0,1}: max channel difference to the background above `tau`, opened and closed,
+    in `block`-pixel cells."""
     bg = background.detach().cpu().numpy()
-    masks = foreground_masks(images.detach().cpu().numpy(), bg[None] if bg.ndim == 3 else bg, tau)
+    masks = foreground_masks(images.detach().cpu().numpy(), bg[None] if bg.ndim == 3 else bg, tau, block)
     return torch.from_numpy(masks).to(images.device, images.dtype)
 
 
 class BackgroundSilhouette(nn.Module):
-    """Silhouettes against fixed backgrounds, as a parameter-free module (spec 'bgsub:mask' or 'bgsub:scene').
+    """Silhouettes against fixed backgrounds, as a parameter-free module (spec 'bgsub:mask' or 'bgsub:scene', with
+    ':BLOCK' in BLOCK-pixel cells).
 
     `background` is one [3,H,W] scene or one per camera [K,3,H,W]; each frame is compared with the background it
     is closest to (its own camera's: another scene differs everywhere), so footage of several cameras scores at once.
@@ -43,13 +44,14 @@ class BackgroundSilhouette(nn.Module):
 
     frame_level = True  # needs whole frames at the background's size: training crops after it, not before
 
-    def __init__(self, background: torch.Tensor, style: str = "mask", tau: float = DEFAULT_TAU) -> None:
+    def __init__(self, background: torch.Tensor, style: str = "mask", tau: float = DEFAULT_TAU, block: int = 1) -> None:
         super().__init__()
         if style not in STYLES:
             raise SilhouetteError(f"bgsub:{style}: expected bgsub:mask or bgsub:scene")
         bg = background.float()
         self.register_buffer("backgrounds", bg[None] if bg.dim() == 3 else bg)
-        self.style, self.tau, self.spec = style, float(tau), f"bgsub:{style}"
+        self.style, self.tau, self.block = style, float(tau), int(block)
+        self.spec = f"bgsub:{style}" + (f":{self.block}" if self.block > 1 else "")
 
     @property
     def background(self) -> torch.Tensor:
@@ -69,7 +71,7 @@ class BackgroundSilhouette(nn.Module):
             raise SilhouetteError(f"{self.spec}: frames are {x.shape[-1]}x{x.shape[-2]} but the background is "
                                   f"{self.backgrounds.shape[-1]}x{self.backgrounds.shape[-2]}; use frames of its camera")
         bg = self.nearest(x)
-        m = silhouette_masks(x, bg, self.tau)  # each frame against its own background
+        m = silhouette_masks(x, bg, self.tau, self.block)  # each frame against its own background
         if self.style == "mask":
             return m.expand(-1, 3, -1, -1).contiguous()
         return bg * (1 - m) + PERSON_GREY * m
@@ -82,13 +84,15 @@ def is_bgsub(spec: str) -> bool:
 
 def from_dataset(spec: str, root: str | Path | Sequence[str | Path], tau: float = DEFAULT_TAU,
                  cameras: list[str] | None = None, exclude: Sequence[str] = ()) -> BackgroundSilhouette:
-    """'bgsub:STYLE' with one background per camera of one or more prepared datasets (same frame size): the median of
-    that camera's train frames (every frame it has, for a camera outside the train split); `exclude` leaves cameras out."""
+    """'bgsub:STYLE[:BLOCK]' with one background per camera of one or more prepared datasets (same frame size): the
+    median of that camera's train frames (every frame it has, for a camera outside the train split); `exclude` leaves
+    cameras out."""
     from silhouette.data.torch_dataset import FrameDataset
 
-    style = spec.partition(":")[2].strip()
-    if style not in STYLES:
-        raise SilhouetteError(f"--baseline {spec}: expected bgsub:mask or bgsub:scene")
+    try:
+        style, block = parse_spec(spec)
+    except ValueError as exc:
+        raise SilhouetteError(f"--baseline {exc}") from None
     backgrounds = []
     for r in [root] if isinstance(root, (str, Path)) else list(root):
         ds = FrameDataset(r, cameras=cameras)
@@ -101,7 +105,7 @@ def from_dataset(spec: str, root: str | Path | Sequence[str | Path], tau: float 
             backgrounds.append(median_background(torch.stack([ds[i]["image"] for i in train[::BACKGROUND_STRIDE]])))
     if len({tuple(b.shape) for b in backgrounds}) > 1:
         raise SilhouetteError(f"{spec}: the footage has frames of different sizes; prepare every source at one --size")
-    return BackgroundSilhouette(torch.stack(backgrounds), style, tau)
+    return BackgroundSilhouette(torch.stack(backgrounds), style, tau, block)
 
 
 def make_transform(spec: str, root: str | Path | Sequence[str | Path], cameras: list[str] | None = None,

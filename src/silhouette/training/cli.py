@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_run_options(f, "YAML config whose data/detector/train budget to use, e.g. configs/private.yaml", "run folder",
                      out_required=True)
-    f.add_argument("--baseline", required=True, metavar="METHOD:PARAM", help="e.g. pixelate:4, greypix:4, blur:3, downscale:8, quantize:4, or bgsub:mask / bgsub:scene (background-subtraction silhouettes against the median of the train frames)")
+    f.add_argument("--baseline", required=True, metavar="METHOD:PARAM", help="e.g. pixelate:4, greypix:4, blur:3, downscale:8, quantize:4, or bgsub:mask / bgsub:scene (background-subtraction silhouettes against the median of the train frames; bgsub:mask:4 in 4x4-pixel cells)")
     f.set_defaults(func=_finetune)
 
 
