@@ -7,6 +7,8 @@ person where some channel differs from it by more than `--tau` (then a 3x3 openi
   mask   white people on black: the silhouette and nothing else
   scene  the public background with the people as flat grey shapes: what a perfect obfuscator would send
 
+Either in BLOCKxBLOCK cells with `--styles mask:4` (the outline goes, place and size stay).
+
 Each is scored like a method of the privacy scorecard: person AP50 and count MAE of YOLOX-Nano on the PETS test split
 (relative to its own boxes on the clean frames), the re-ID attack with the scorecard's recipe (clean-trained and
 adaptive), and the post-hoc reconstruction attack with the scorecard's U-Net recipe trained from scratch (its identity
@@ -15,6 +17,7 @@ obfuscator that keeps people as silhouettes can meet issue #5's targets for it.
 
     .venv/bin/python experiments/silhouette_floor.py                 # the committed run (see the JSON's command)
     .venv/bin/python experiments/silhouette_floor.py --smoke         # plumbing check: tiny attackers, few frames
+    .venv/bin/python experiments/silhouette_floor.py --styles mask:4 # add a style; the others' results are kept
 
 A phase whose result is already in the output JSON (detection + re-ID, reconstruction) is kept, not rerun (`--redo`
 reruns everything); the reconstruction attackers checkpoint under runs/silhouette_floor/ and resume.
@@ -27,12 +30,13 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from silhouette.evaluation import silhouettes as S
 from silhouette.evaluation.silhouettes import PERSON_GREY, silhouette_masks
+from silhouette.silhouettes import parse_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scripts' shared helpers: _common
 import _common  # noqa: E402
@@ -47,9 +51,15 @@ def median_background(ds: object, stride: int) -> torch.Tensor:
     return S.median_background(torch.stack([ds[i]["image"] for i in range(0, len(ds), stride)]))  # type: ignore
 
 
-def variants(background: torch.Tensor, tau: float) -> dict[str, Transform]:
-    """The two silhouette outputs as frame transforms."""
-    return {style: S.BackgroundSilhouette(background, style, tau) for style in S.STYLES}
+def silhouette(name: str, background: torch.Tensor, tau: float) -> S.BackgroundSilhouette:
+    """The silhouette output 'STYLE[:BLOCK]' (mask, scene, mask:4, ...) against a background."""
+    style, block = parse_spec(f"bgsub:{name}")
+    return S.BackgroundSilhouette(background, style, tau, block)
+
+
+def variants(background: torch.Tensor, tau: float, names: Sequence[str]) -> dict[str, Transform]:
+    """The named silhouette outputs as frame transforms."""
+    return {name: silhouette(name, background, tau) for name in names}
 
 
 def clip_faces(style: str, tau: float, every: int = 1, reconstructor: Transform | None = None) -> dict:
@@ -63,7 +73,7 @@ def clip_faces(style: str, tau: float, every: int = 1, reconstructor: Transform 
                  "clips": [f.label for f in footage]}
     for f in footage:
         frames = F.load_footage([f], every=every)
-        transform = S.BackgroundSilhouette(S.median_background(torch.stack(frames[f.label])), style, tau)
+        transform = silhouette(style, S.median_background(torch.stack(frames[f.label])), tau)
         with torch.no_grad():
             res = F.run_face_attack(detectors, frames, transform, reconstructor)
         variants = ("obfuscated", "reconstructed") if reconstructor is not None else ("obfuscated",)
@@ -111,8 +121,16 @@ def mask_coverage(ds: object, background: torch.Tensor, tau: float, every: int =
     return {"in_boxes": inside / max(n_in, 1.0), "outside_boxes": outside / max(n_out, 1.0)}
 
 
+def results_names(out: Path) -> list[str]:
+    """The styles an earlier run in `out` attacked (the example shows every style of the results)."""
+    from silhouette.fileio import read_json
+
+    path = out / "silhouette_floor.json"
+    return list(read_json(path).get("results", {})) if path.is_file() else []
+
+
 def save_example(ds: object, fns: dict[str, Transform], path: Path) -> None:
-    """One test frame beside its two silhouette outputs (PNG)."""
+    """One test frame beside its silhouette outputs (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
                                                 "with --smoke a temporary one)")
     args = ap.parse_args(argv)
     styles = [t.strip() for t in args.styles.split(",") if t.strip()]
-    bad = [t for t in styles if t not in S.STYLES]
-    if bad or not styles:
-        ap.error(f"--styles {args.styles}: expected one or more of {', '.join(S.STYLES)}")
+    for t in styles or [""]:
+        try:
+            parse_spec(f"bgsub:{t}")
+        except ValueError:
+            ap.error(f"--styles {args.styles}: expected one or more of {', '.join(S.STYLES)}, each optionally :BLOCK "
+                     "(e.g. mask:4)")
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -168,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     train_ds, test_ds = FrameDataset(args.data, "train"), FrameDataset(args.data, "test")
     background = median_background(train_ds, 8)
-    fns = {k: v for k, v in variants(background, args.tau).items() if k in styles}
-    save_example(test_ds, fns, out / "example.png")
+    fns = variants(background, args.tau, styles)
+    save_example(test_ds, variants(background, args.tau, list(dict.fromkeys([*S.STYLES, *results_names(out), *styles]))),
+                 out / "example.png")
     coverage = mask_coverage(test_ds, background, args.tau)
     log(f"silhouette masks cover {coverage['in_boxes']:.0%} of the person boxes, {coverage['outside_boxes']:.2%} elsewhere")
 
@@ -226,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         prior = R.scene_prior_floor(train_u8, test_u8, boxes)
     ckpt_dir = REPO_ROOT / "runs" / ("silhouette_floor_smoke" if args.smoke else "silhouette_floor")
     for name, fn in fns.items():
-        done, ckpt = results[name].get("reconstruction"), ckpt_dir / f"reconstruction_{name}.pt"
+        done, ckpt = results[name].get("reconstruction"), ckpt_dir / f"reconstruction_{name.replace(':', '_')}.pt"
         if done and recon_recipe.to_dict() == done["recipe"] and ckpt.is_file():
             continue  # without its checkpoint the attacker is retrained: the faces phase paints with it
         log(f"{name}: reconstruction attacker ({recon_recipe.epochs} epochs, from scratch)")
@@ -243,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if not any("reconstructed" in v for v in faces.values() if isinstance(v, dict)):
             log(f"{name}: faces (MTCNN and Haar on the shared face clips, each against its own background, "
                 "on the silhouettes and on their reconstructions)")
-            attacker = R.load_attacker(ckpt_dir / f"reconstruction_{name}.pt")[0].to("cpu")
+            attacker = R.load_attacker(ckpt_dir / f"reconstruction_{name.replace(':', '_')}.pt")[0].to("cpu")
             results[name]["faces"] = clip_faces(name, args.tau, every=20 if args.smoke else 1,
                                                 reconstructor=lambda x, m=attacker: R.reconstruct(m, x))
             phases["faces"] = _common.run_info(load_before)
