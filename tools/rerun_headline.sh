@@ -2,7 +2,7 @@
 # Rerun every result the README quotes, from a clean checkout, so each records the current commit.
 # Usage: tools/rerun_headline.sh [STEP ...]   (steps: evaluate speed service finetune attack generalisation; default: all)
 # Needs the prepared datasets (silhouette prepare pets2009 --out runs/data/pets2009; intel --out runs/data/intel).
-# On the project's 2-core CPU: evaluate ~15 min, speed ~10 min, service ~5 min, finetune ~30 min, attack ~1 h,
+# On the project's 2-core CPU: evaluate ~15 min, speed ~10 min, service ~5 min, finetune ~30 min, attack ~3 h,
 # generalisation ~2 h (the leave-one-source-out trainings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,14 +51,18 @@ attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tune
     --threads 2 --out runs/attack_ft_baselines --no-progress
   $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt --attacks reconstruction --recon-scratch --epochs 20 \
     --threads 1 --out runs/attack_recon_private --no-progress
-  $PY experiments/silhouette_floor.py --threads 1  # both silhouette styles: re-ID, reconstruction, faces
+  $SIL attack --data $PETS --methods greypix:4,pixelate:4,downscale:4,blur:3,quantize:4 --attacks reconstruction,faces \
+    --recon-scratch --epochs 20 --threads 2 --out runs/attack_recon_baselines --no-progress
+  # the silhouette styles (whole masks, 4x4-cell masks, scene): re-ID, reconstruction, faces
+  $PY experiments/silhouette_floor.py --styles mask,scene,mask:4 --threads 1
   # one table: every attack beside each row's utility against human boxes (frontier.png); each baseline with the
   # better of its fine-tuned and unmodified detector
   local u=(--utility pixelate:4=results/private/ft_pixelate4_pets_test/evaluation.json) n
   for n in blur3 quantize4 downscale4; do u+=(--utility "${n/[0-9]*/}:${n//[a-z]/}=results/private/unmodified_${n}_pets_test/evaluation.json"); done
   for n in mask scene; do u+=(--utility "bgsub:$n=results/private/ft_bgsub_${n}_pets_test/evaluation.json"); done
+  u+=(--utility bgsub:mask:4=results/private/ft_bgsub_mask4_pets_test/evaluation.json)
   $SIL scorecard --from runs/attack_identity --from runs/attack_ft_baselines --from runs/attack_recon_private \
-    --from results/experiments/silhouette_floor/scorecard --out results/privacy/identity "${u[@]}" \
+    --from runs/attack_recon_baselines --from results/experiments/silhouette_floor/scorecard --out results/privacy/identity "${u[@]}" \
     --utility private=results/private/pets_test/evaluation.json --utility ours=results/shipped/default_pets_test/evaluation.json \
     --utility ours:edge=results/shipped/edge_pets_test/evaluation.json --utility fold:1=results/shipped/fold1_pets_test/evaluation.json \
     --utility greypix:4=results/private/ft_greypix4_pets_test/evaluation.json --utility clean=results/shipped/clean_pets_test/evaluation.json
