@@ -17,6 +17,7 @@ resumes where it stopped. This is an experiment (minutes to hours of training), 
 
     python experiments/loso.py                                  # every fold: results/experiments/loso.{json,md}
     python experiments/loso.py --sources intel/people-detection # one fold
+    python experiments/loso.py --reuse results/experiments/loso.json  # score new folds, keep those already there
     python experiments/loso.py --smoke --out /tmp/loso.json     # a seconds-long training per fold, 2 folds
 """
 
@@ -52,6 +53,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    "configs/private.yaml), and score it beside the shipped pair")
     p.add_argument("--sources", metavar="A,B", help="left-out sources (default: every shared source)")
     p.add_argument("--runs", default="runs/loso", metavar="DIR", help="one training run per fold (resumed if there)")
+    p.add_argument("--reuse", metavar="JSON", help="an earlier result of this script with the same settings: its folds "
+                   "are taken from it (with its commit) instead of retrained; the others are trained and scored")
     p.add_argument("--pets", default="runs/data/pets2009", metavar="DIR", help="prepared PETS 2009 (prepared if missing)")
     p.add_argument("--intel", default="runs/data/intel", metavar="DIR", help="prepared Intel clips (prepared if missing)")
     p.add_argument("--detectors", metavar="A,B", help="zoo detectors (default: every zoo detector here)")
@@ -267,15 +270,41 @@ def markdown(result: Mapping[str, Any]) -> str:
     if result.get("faces"):
         out += ["## Faces found again on the face clips, each by the fold that left it out", "",
                 *G.faces_markdown(result["faces"]), ""]
-    out += ["## Folds", "", "| left-out source | training s | best epoch val AP50 | checkpoint |", "|---|---:|---:|---|"]
+    out += ["## Folds", "", "| left-out source | training s | best epoch val AP50 | checkpoint | trained and scored by |",
+            "|---|---:|---:|---|---|"]
     for sid, f in result["folds"].items():
-        out.append(f"| {sid} | {G.num(f.get('train_seconds'), 0)} | {G.num(f.get('val_ap50'), 3)} | {f['checkpoint']} |")
+        by = f.get("reused_from")  # folds taken over with --reuse name the run that made them
+        made = f"commit {str(by['commit'])[:10]} ({by['file']})" if by else "this run"
+        out.append(f"| {sid} | {G.num(f.get('train_seconds'), 0)} | {G.num(f.get('val_ap50'), 3)} | {f['checkpoint']} "
+                   f"| {made} |")
     issue = "issue #20: private mode on footage it never saw" if s.get("finetune") else "issue #21 item 2"
     out += ["", f"## Targets ({issue})", "", *G.target_markdown(result["targets"])]
     return "\n".join(out) + "\n"
 
 
 # -- main ----------------------------------------------------------------------------------------------------------
+
+
+def reused(args: argparse.Namespace) -> dict[str, Any]:
+    """The folds of `--reuse`'s earlier result, refused unless it was made with these settings."""
+    from silhouette.errors import SilhouetteError
+
+    path = Path(args.reuse)
+    try:
+        prior = json.loads(path.read_text())
+        settings, folds, results = prior["settings"], prior["folds"], prior["results"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SilhouetteError(f"--reuse {path}: not a result of this script ({type(e).__name__}); give its JSON") from None
+    ours = {"config": args.config, "set": args.set, "finetune": args.finetune, "max_frames": args.max_frames,
+            "face_every": args.face_every, "smoke": args.smoke}
+    for key, value in ours.items():
+        if settings.get(key) != value:
+            raise SilhouetteError(f"--reuse {path}: made with {key}={settings.get(key)!r}, this run has {value!r}; "
+                                  "rerun without --reuse or with the same settings")
+    prov = prior.get("provenance") or {}
+    return {"folds": folds, "results": results,
+            "from": {"file": str(path), "commit": prov.get("commit"), "dirty": prov.get("dirty"),
+                     "command": prov.get("command")}}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -298,14 +327,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     detectors = {} if args.finetune else {d: make_detector(d) for d in det_names}
     obfs = ["learned", "shipped pair", G.REFERENCE] if args.finetune else ["learned", G.REFERENCE]
     folds, results = {}, {}
+    prior = reused(args) if args.reuse else {"folds": {}}
     with tqdm(total=len(sources) * len(obfs), desc="loso scoring", unit="run", disable=args.no_progress) as bar:
         for src in sources:
+            if src["id"] in prior["folds"]:
+                fold = prior["folds"][src["id"]]  # a fold reused twice keeps the run that made it
+                folds[src["id"]] = {**fold, "reused_from": fold.get("reused_from") or prior["from"]}
+                results[src["id"]] = prior["results"][src["id"]]
+                bar.update(len(obfs))
+                continue
             out = Path(args.runs) / slug(src["id"])
             ckpt = train_fold(args, src, out)
             cache = out / f"score_{len(det_names)}det_{args.max_frames}f_{args.face_every}e.json"
             if cache.is_file():
                 fold = json.loads(cache.read_text())
-                bar.update(2)
+                bar.update(len(obfs))
             else:
                 fold = jsonable(score_pair_fold(args, src, ckpt, bar) if args.finetune
                                 else score_fold(args, src, ckpt, detectors, bar))
@@ -319,7 +355,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     faces = pooled_faces(folds)
     return {"experiment": "leave-one-source-out training (issue #21)",
             "settings": {"config": args.config, "set": args.set, "finetune": args.finetune, "max_frames": args.max_frames,
-                         "face_every": args.face_every, "smoke": args.smoke, "threads": args.threads},
+                         "face_every": args.face_every, "smoke": args.smoke, "threads": args.threads,
+                         "reused": sorted(i for i in folds if i in prior["folds"])},
             "finetune": args.finetune,
             "obfuscators": {"learned": {"recipe": args.config, "finetune": args.finetune},
                             **({"shipped pair": {"pair": "src/silhouette/assets/silhouette_pair.json"}} if args.finetune else {}),

@@ -54,6 +54,23 @@ def test_a_fold_never_sees_its_source_and_is_scored_on_it(mode: str, pets_every:
         assert fold["trained_on"]["exclude_cameras"] == ["people-detection"]
     else:
         assert fold["trained_on"] == "bgsub:mask" and Path(fold["checkpoint"]).name == "pair.json"
+        _check_reuse(pets_every(10), intel_sparse, tmp_path, out, extra)
+
+
+def _check_reuse(pets: Path, intel: Path, tmp: Path, first: Path, extra: list[str]) -> None:
+    """--reuse takes the first run's fold over without training it again, and refuses other settings."""
+    again, wrong = tmp / "again", tmp / "bad"
+    again.mkdir(), wrong.mkdir()
+    run, out = _run(pets, intel, again, *extra, "--reuse", str(first))
+    assert run.returncode == 0, run.stderr[-3000:]
+    before, after = json.loads(first.read_text()), json.loads(out.read_text())
+    assert after["results"] == before["results"] and after["settings"]["reused"] == [SOURCE]
+    assert after["folds"][SOURCE]["reused_from"]["commit"] == before["provenance"]["commit"]
+    assert not (again / "runs").exists()  # nothing was trained
+    assert "trained and scored by" in out.with_suffix(".md").read_text()
+    bad, _ = _run(pets, intel, wrong, *extra, "--reuse", str(first), "--face-every", "2")
+    assert bad.returncode == 2 and f"--reuse {first}: made with face_every=3" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_unknown_source_is_one_line(pets_every: Callable[[int], Path], intel_sparse: Path, tmp_path: Path) -> None:
