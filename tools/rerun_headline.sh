@@ -2,8 +2,8 @@
 # Rerun every result the README quotes, from a clean checkout, so each records the current commit.
 # Usage: tools/rerun_headline.sh [STEP ...]   (steps: evaluate speed service finetune attack generalisation; default: all)
 # Needs the prepared datasets (silhouette prepare pets2009 --out runs/data/pets2009; intel --out runs/data/intel).
-# On the project's 2-core CPU: evaluate ~15 min, speed ~10 min, service ~5 min, finetune ~30 min, attack ~3 h,
-# generalisation ~2 h (the leave-one-source-out trainings).
+# On the project's 2-core CPU: evaluate ~15 min, speed ~10 min, service ~5 min, finetune ~30 min, attack ~4 h,
+# generalisation ~4 h (the leave-one-source-out trainings of both modes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -49,8 +49,13 @@ attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tune
     --threads 1 --out runs/attack_identity --no-progress
   $SIL attack --data $PETS --methods pixelate:4,blur:3,quantize:4,downscale:4 --attacks faces,reid \
     --threads 2 --out runs/attack_ft_baselines --no-progress
-  $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt --attacks reconstruction --recon-scratch --epochs 20 \
-    --threads 1 --out runs/attack_recon_private --no-progress
+  $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt --attacks reconstruction,faces --recon-scratch \
+    --epochs 20 --threads 2 --out runs/attack_recon_private --no-progress
+  local m
+  for m in ours fold:1; do  # compatible mode and the zero-MAC map, reconstructed with the same recipe
+    $SIL attack --data $PETS --methods $m --attacks reconstruction,faces --recon-scratch --epochs 20 --threads 2 \
+      --out runs/attack_recon_${m/:/} --no-progress
+  done
   $SIL attack --data $PETS --methods greypix:4,pixelate:4,downscale:4,blur:3,quantize:4 --attacks reconstruction,faces \
     --recon-scratch --epochs 20 --threads 2 --out runs/attack_recon_baselines --no-progress
   # the silhouette styles (whole masks, 4x4-cell masks, scene): re-ID, reconstruction, faces
@@ -62,10 +67,15 @@ attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tune
   for n in mask scene; do u+=(--utility "bgsub:$n=results/private/ft_bgsub_${n}_pets_test/evaluation.json"); done
   u+=(--utility bgsub:mask:4=results/private/ft_bgsub_mask4_pets_test/evaluation.json)
   $SIL scorecard --from runs/attack_identity --from runs/attack_ft_baselines --from runs/attack_recon_private \
-    --from runs/attack_recon_baselines --from results/experiments/silhouette_floor/scorecard --out results/privacy/identity "${u[@]}" \
+    --from runs/attack_recon_baselines --from runs/attack_recon_ours --from runs/attack_recon_fold1 \
+    --from results/experiments/silhouette_floor/scorecard --out results/privacy/identity "${u[@]}" \
     --utility private=results/private/pets_test/evaluation.json --utility ours=results/shipped/default_pets_test/evaluation.json \
     --utility ours:edge=results/shipped/edge_pets_test/evaluation.json --utility fold:1=results/shipped/fold1_pets_test/evaluation.json \
     --utility greypix:4=results/private/ft_greypix4_pets_test/evaluation.json --utility clean=results/shipped/clean_pets_test/evaluation.json
 }
-generalisation() { $PY experiments/generalisation.py --max-frames 32 --face-every 3; $PY experiments/loso.py; }
+generalisation() {  # unseen footage; both modes through leave-one-source-out (one training per fold)
+  $PY experiments/generalisation.py --max-frames 32 --face-every 3
+  $PY experiments/loso.py
+  $PY experiments/loso.py --finetune bgsub:mask --runs runs/loso_pair --out results/experiments/loso_private.json
+}
 for s in "${steps[@]}"; do echo "== $s"; "$s"; done
