@@ -94,7 +94,7 @@ def slug(source_id: str) -> str:
 
 
 def train_fold(args: argparse.Namespace, source: Mapping[str, Any], out: Path) -> Path:
-    """Train (or resume, or reuse) the fold that leaves `source` out; its best checkpoint."""
+    """Train (or resume, or reuse) the fold that leaves `source` out; the checkpoint it keeps."""
     from silhouette.training import load_config, train
 
     done = out / "done.json"
@@ -270,7 +270,8 @@ def markdown(result: Mapping[str, Any]) -> str:
     if result.get("faces"):
         out += ["## Faces found again on the face clips, each by the fold that left it out", "",
                 *G.faces_markdown(result["faces"]), ""]
-    out += ["## Folds", "", "| left-out source | training s | best epoch val AP50 | checkpoint | trained and scored by |",
+    out += ["## Folds", "",  # a trained obfuscator keeps its best epoch, a fine-tuned pair its last
+            "| left-out source | training s | val AP50 of the kept epoch | checkpoint | trained and scored by |",
             "|---|---:|---:|---|---|"]
     for sid, f in result["folds"].items():
         by = f.get("reused_from")  # folds taken over with --reuse name the run that made them
