@@ -52,9 +52,9 @@ attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tune
   $SIL attack --data $PETS --pair $ASSETS/obfuscator_private.pt --attacks reconstruction,faces --recon-scratch \
     --epochs 20 --threads 2 --out runs/attack_recon_private --no-progress
   local m
-  for m in ours fold:1; do  # compatible mode and the zero-MAC map, reconstructed with the same recipe
+  for m in ours ours:edge=$ASSETS/obfuscator_edge.pt fold:1; do  # both compatible checkpoints and the zero-MAC map
     $SIL attack --data $PETS --methods $m --attacks reconstruction,faces --recon-scratch --epochs 20 --threads 2 \
-      --out runs/attack_recon_${m/:/} --no-progress
+      --out "runs/attack_recon_$(n=${m%%=*}; echo ${n/:/})" --no-progress
   done
   $SIL attack --data $PETS --methods greypix:4,pixelate:4,downscale:4,blur:3,quantize:4 --attacks reconstruction,faces \
     --recon-scratch --epochs 20 --threads 2 --out runs/attack_recon_baselines --no-progress
@@ -67,7 +67,8 @@ attack() {  # identity attacks on both modes, the zero-MAC map and the fine-tune
   for n in mask scene; do u+=(--utility "bgsub:$n=results/private/ft_bgsub_${n}_pets_test/evaluation.json"); done
   u+=(--utility bgsub:mask:4=results/private/ft_bgsub_mask4_pets_test/evaluation.json)
   $SIL scorecard --from runs/attack_identity --from runs/attack_ft_baselines --from runs/attack_recon_private \
-    --from runs/attack_recon_baselines --from runs/attack_recon_ours --from runs/attack_recon_fold1 \
+    --from runs/attack_recon_baselines --from runs/attack_recon_ours --from runs/attack_recon_oursedge \
+    --from runs/attack_recon_fold1 \
     --from results/experiments/silhouette_floor/scorecard --out results/privacy/identity "${u[@]}" \
     --utility private=results/private/pets_test/evaluation.json --utility ours=results/shipped/default_pets_test/evaluation.json \
     --utility ours:edge=results/shipped/edge_pets_test/evaluation.json --utility fold:1=results/shipped/fold1_pets_test/evaluation.json \
