@@ -286,6 +286,12 @@ def markdown(result: Mapping[str, Any]) -> str:
 # -- main ----------------------------------------------------------------------------------------------------------
 
 
+def fold_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that decide what a fold trains and scores (what `--reuse` must match)."""
+    return {"config": args.config, "set": args.set, "finetune": args.finetune, "max_frames": args.max_frames,
+            "face_every": args.face_every, "smoke": args.smoke}
+
+
 def reused(args: argparse.Namespace) -> dict[str, Any]:
     """The folds of `--reuse`'s earlier result, refused unless it was made with these settings."""
     from silhouette.errors import SilhouetteError
@@ -296,9 +302,7 @@ def reused(args: argparse.Namespace) -> dict[str, Any]:
         settings, folds, results = prior["settings"], prior["folds"], prior["results"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SilhouetteError(f"--reuse {path}: not a result of this script ({type(e).__name__}); give its JSON") from None
-    ours = {"config": args.config, "set": args.set, "finetune": args.finetune, "max_frames": args.max_frames,
-            "face_every": args.face_every, "smoke": args.smoke}
-    for key, value in ours.items():
+    for key, value in fold_settings(args).items():
         if settings.get(key) != value:
             raise SilhouetteError(f"--reuse {path}: made with {key}={settings.get(key)!r}, this run has {value!r}; "
                                   "rerun without --reuse or with the same settings")
@@ -355,8 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["left_out"] = row.get("left_out", True) if name == "shipped pair" else True
     faces = pooled_faces(folds)
     return {"experiment": "leave-one-source-out training (issue #21)",
-            "settings": {"config": args.config, "set": args.set, "finetune": args.finetune, "max_frames": args.max_frames,
-                         "face_every": args.face_every, "smoke": args.smoke, "threads": args.threads,
+            "settings": {**fold_settings(args), "threads": args.threads,
                          "reused": sorted(i for i in folds if i in prior["folds"])},
             "finetune": args.finetune,
             "obfuscators": {"learned": {"recipe": args.config, "finetune": args.finetune},
